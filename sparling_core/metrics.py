@@ -1,0 +1,175 @@
+"""Motif metrics (SPEC 3): FPE, FNE, CE, end-to-end error and density. Pure functions.
+
+For each ground-truth digit, in placement order: the per-channel maximum of the sparse map
+inside its pasted box; all zero -> missed, else the predicted channel is the argmax; then
+the box is zeroed (several activations in one box count once). Every nonzero left after all
+boxes is a false-positive pixel. CE uses the one-to-one channel-to-digit assignment that
+maximises matches (Hungarian algorithm, scipy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+__all__ = [
+    "DigitMatch",
+    "ImageAlignment",
+    "MotifStats",
+    "align_image",
+    "channel_assignment",
+    "edit_distance",
+    "sequence_error",
+]
+
+
+@dataclass
+class DigitMatch:
+    digit: int
+    box: tuple[int, int, int, int]
+    channel: int | None  # None: missed
+    value: float  # the winning activation (0 when missed)
+    row: int | None = None  # where the winning activation sits
+    col: int | None = None
+
+
+@dataclass
+class ImageAlignment:
+    matches: list[DigitMatch]
+    false_positives: torch.Tensor  # (K, 3) long: channel, row, col of leftover activations
+    false_positive_values: torch.Tensor  # (K,)
+    active: int  # nonzero values in the map
+
+    @property
+    def missed(self) -> int:
+        return sum(m.channel is None for m in self.matches)
+
+    @property
+    def predicted(self) -> int:
+        return sum(m.channel is not None for m in self.matches)
+
+
+def _motif_fields(motif) -> tuple[int, tuple[int, int, int, int]]:
+    if isinstance(motif, dict):
+        return int(motif["digit"]), tuple(int(v) for v in motif["box"])
+    return int(motif.digit), tuple(int(v) for v in motif.box)
+
+
+def align_image(motif_map: torch.Tensor, motifs: Sequence, active: torch.Tensor | None = None,
+                ) -> ImageAlignment:
+    """Align one sparse map (C, H, W) with its ground-truth motifs (objects or dicts with
+    `digit` and `box`). `active` is the map's "on" mask (default: nonzero)."""
+    if motif_map.dim() != 3:
+        raise ValueError(f"expected a (C, H, W) map, got shape {tuple(motif_map.shape)}")
+    on = (motif_map != 0) if active is None else active
+    values = torch.where(on, motif_map.float(), torch.zeros((), dtype=torch.float32))
+    remaining = on.clone()
+    n_active = int(on.sum())
+    _, height, width = values.shape
+    matches = []
+    for motif in motifs:
+        digit, (r0, c0, r1, c1) = _motif_fields(motif)
+        r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, height), min(c1, width)
+        window = remaining[:, r0:r1, c0:c1]
+        if r1 <= r0 or c1 <= c0 or not window.any():
+            matches.append(DigitMatch(digit, (r0, c0, r1, c1), None, 0.0))
+            continue
+        box_values = torch.where(window, values[:, r0:r1, c0:c1], torch.tensor(-1.0))
+        flat = int(box_values.flatten().argmax())
+        ch, rest = divmod(flat, (r1 - r0) * (c1 - c0))
+        dr, dc = divmod(rest, c1 - c0)
+        matches.append(DigitMatch(digit, (r0, c0, r1, c1), ch, float(box_values.flatten()[flat]),
+                                  r0 + dr, c0 + dc))
+        remaining[:, r0:r1, c0:c1] = False
+    fp = remaining.nonzero()
+    return ImageAlignment(matches, fp, values[remaining], n_active)
+
+
+def channel_assignment(confusion: np.ndarray) -> dict[int, int]:
+    """One-to-one channel -> digit map maximising matches. confusion: (digits, channels)."""
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    return {int(c): int(r) for r, c in zip(rows, cols)}
+
+
+def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def sequence_error(predicted: Sequence[int], true: Sequence[int]) -> float:
+    """Normalised edit distance: edit(p, t) / max(len p, len t) (0 when both are empty)."""
+    longest = max(len(predicted), len(true))
+    return edit_distance(predicted, true) / longest if longest else 0.0
+
+
+@dataclass
+class MotifStats:
+    """Accumulates alignments and decoded sequences over a test set, then reports."""
+
+    digits: int = 10
+    channels: int = 10
+    confusion: np.ndarray = field(default=None)  # (digits, channels) counts over matched boxes
+    total_digits: int = 0
+    missed: int = 0
+    false_positives: int = 0
+    active: int = 0
+    values: int = 0  # map entries seen (N * C * H * W)
+    images: int = 0
+    sequence_error_sum: float = 0.0
+    exact: int = 0
+    sequences: int = 0
+
+    def __post_init__(self):
+        if self.confusion is None:
+            self.confusion = np.zeros((self.digits, self.channels), dtype=np.int64)
+
+    def add_alignment(self, alignment: ImageAlignment, map_size: int) -> None:
+        for m in alignment.matches:
+            self.total_digits += 1
+            if m.channel is None:
+                self.missed += 1
+            else:
+                self.confusion[m.digit, m.channel] += 1
+        self.false_positives += len(alignment.false_positive_values)
+        self.active += alignment.active
+        self.values += map_size
+        self.images += 1
+
+    def add_sequence(self, predicted: Sequence[int], true: Sequence[int]) -> None:
+        self.sequence_error_sum += sequence_error(predicted, true)
+        self.exact += list(predicted) == list(true)
+        self.sequences += 1
+
+    def report(self) -> dict:
+        """FPE, FNE, CE, E2EE in percent; densities as fractions."""
+        predicted = int(self.confusion.sum())
+        assignment = channel_assignment(self.confusion)
+        on_assignment = sum(int(self.confusion[d, c]) for c, d in assignment.items())
+        density = self.active / self.values if self.values else float("nan")
+        min_density = self.total_digits / self.values if self.values else float("nan")
+        pct = lambda a, b: 100.0 * a / b if b else float("nan")  # noqa: E731
+        return {
+            "n": self.images,
+            "fpe": pct(self.false_positives, predicted + self.false_positives),
+            "fne": pct(self.missed, self.total_digits),
+            "ce": pct(predicted - on_assignment, predicted),
+            "e2ee": pct(self.sequence_error_sum, self.sequences),
+            "exact_match_accuracy": pct(self.exact, self.sequences),
+            "density": density,
+            "min_density": min_density,
+            "density_ratio": density / min_density if min_density else float("nan"),
+            "digits": self.total_digits,
+            "missed": self.missed,
+            "false_positive_pixels": self.false_positives,
+            "confusion": self.confusion.tolist(),  # rows: true digit, columns: channel
+            "channel_to_digit": {str(c): d for c, d in sorted(assignment.items())},
+        }

@@ -1,0 +1,316 @@
+"""The Sparling model: local motif model -> sparsity bottleneck -> sequence decoder.
+
+    image (N, 1, 100, 100)
+      -> MotifModel: space-to-depth 2x2, 3x3 residual convs at 50x50, 1x1 conv, depth-to-space
+         -> motif logits (N, 10, 100, 100), receptive field 2 * (1 + 2 * layers) px
+      -> sparsity layer (MT by default)  -> sparse motif map (N, 10, 100, 100)
+      -> MotifDecoder: max-pool into cells, keep the strongest cells as a set of tokens with
+         centroid-relative position features, transformer encoder, autoregressive
+         transformer decoder -> digit sequence
+
+Compute goes into the motif model (it must find 12 x 9 stamps in heavy noise); the
+downstream task (read <= 6 points, emit a short cyclic sequence) gets a small decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .sparsity import SPARSITY_KINDS, SparsityLayer, make_sparsity_layer
+
+__all__ = [
+    "ModelConfig",
+    "SparlingModel",
+    "ModelOutput",
+    "Decoded",
+    "EOS",
+    "BOS",
+    "encode_labels",
+    "digit_circle_small",
+    "digit_circle_tiny",
+]
+
+NUM_CLASSES = 10
+EOS = 10  # output vocabulary: digits 0-9 and end of sequence
+BOS = 11  # decoder input only
+IGNORE = -100
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 100
+    motif_channels: int = 10  # one channel per motif kind: the map is (10, 100, 100)
+    motif_width: int = 32
+    motif_layers: int = 3  # 3x3 convs at half resolution; 3 -> receptive field 14 px >= 12
+    sparsity: str = "mt"  # mt | st | l1 | kl | topk | none
+    batch_norm: bool = True  # BatchNorm in front of the bottleneck (SPEC 1.1)
+    penalty_weight: float = 1.0  # lambda of the L1 / KL baselines
+    accumulate_survivors: float | None = None  # pool batches for the quantile (MT / ST)
+    initial_density: float = 0.5
+    pool: int = 4  # decoder cell size in pixels
+    d_model: int = 64
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    max_digits: int = 6
+    # Auxiliary loss from the label alone: which digits the answer contains, predicted from
+    # each channel's strongest activation. No motif positions are used; it gives the motif
+    # model a direct signal that shortens the dense start of training.
+    presence_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.sparsity not in SPARSITY_KINDS:
+            raise ValueError(f"sparsity must be one of {SPARSITY_KINDS}, got {self.sparsity!r}")
+        if self.image_size % 2 or self.image_size % self.pool:
+            raise ValueError("image_size must be even and divisible by pool")
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be divisible by n_heads")
+        if self.motif_layers < 1 or self.motif_width < 1:
+            raise ValueError("motif_layers and motif_width must be >= 1")
+        if not 0 < self.initial_density <= 1:
+            raise ValueError("initial_density must be in (0, 1]")
+
+    @property
+    def receptive_field(self) -> int:
+        return 2 * (1 + 2 * self.motif_layers)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def digit_circle_small() -> ModelConfig:
+    """The shipped DigitCircle model."""
+    return ModelConfig()
+
+
+def digit_circle_tiny() -> ModelConfig:
+    """A few-thousand-parameter model for tests."""
+    return ModelConfig(motif_width=8, motif_layers=3, d_model=16, n_heads=2,
+                       encoder_layers=1, decoder_layers=1)
+
+
+class _ResidualConv(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(F.relu(x))
+
+
+class MotifModel(nn.Module):
+    """Local convolutional motif model g: (N, 1, H, W) -> (N, C, H, W)."""
+
+    def __init__(self, channels: int, width: int, layers: int):
+        super().__init__()
+        self.stem = nn.Conv2d(4, width, 3, padding=1)
+        self.blocks = nn.Sequential(*[_ResidualConv(width) for _ in range(layers - 1)])
+        self.head = nn.Conv2d(width, 4 * channels, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_unshuffle(images * 2 - 1, 2)  # (N, 4, H/2, W/2)
+        x = self.blocks(self.stem(x))  # (N, width, H/2, W/2); bf16 under autocast
+        # The last layer runs in fp32 even under autocast: bf16 would quantise the motif
+        # values that the quantile threshold has to tell apart.
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.head(F.relu(x).float())  # (N, 4C, H/2, W/2)
+        return F.pixel_shuffle(x, 2)  # (N, C, H, W)
+
+
+class MotifDecoder(nn.Module):
+    """Decoder h: reads the whole sparse motif map as a grid of cell tokens, emits the sequence.
+
+    max-pool by `pool` (keeps every activation's channel and rough place), two small convs
+    (the second with stride 2) so a token also knows where in its cell things fire, then
+    position features (absolute, and polar around the activation-weighted centroid, which
+    is where the answer's cyclic order lives), a transformer encoder over the cells, and an
+    autoregressive transformer decoder that cross-attends to them.
+    """
+
+    def __init__(self, channels: int, image_size: int, pool: int, max_tokens: int,
+                 d_model: int, n_heads: int, encoder_layers: int, decoder_layers: int,
+                 max_len: int):
+        super().__init__()
+        self.pool, self.max_len = pool, max_len
+        self.cell_conv = nn.Sequential(
+            nn.Conv2d(channels, d_model, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(d_model, d_model, 3, stride=2, padding=1),
+        )
+        self.pos_proj = nn.Linear(15, d_model)
+        enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+                                         batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
+        dec = nn.TransformerDecoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+                                         batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(dec, decoder_layers)
+        self.token_embedding = nn.Embedding(BOS + 1, d_model)
+        self.position_embedding = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+        self.norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, EOS + 1)
+
+    def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """motifs (N, C, H, W) -> memory (N, h * w, d) over the cell grid."""
+        pooled = F.max_pool2d(motifs, self.pool)  # (N, C, H/pool, W/pool)
+        cells = self.cell_conv(pooled)  # (N, d, h, w)
+        n, d, h, w = cells.shape
+        # cell centres in [-1, 1]; polar coordinates around the activation mass
+        rows = (torch.arange(h, device=cells.device).float() + 0.5) / h * 2 - 1
+        cols = (torch.arange(w, device=cells.device).float() + 0.5) / w * 2 - 1
+        pos = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), -1).reshape(1, h * w, 2)
+        mass = F.adaptive_max_pool2d(pooled.detach().float().sum(1, keepdim=True), (h, w))
+        mass = mass.reshape(n, h * w, 1)  # (N, h*w, 1)
+        centroid = (mass * pos).sum(1, keepdim=True) / mass.sum(1, keepdim=True).clamp_min(1e-6)
+        rel = pos - centroid  # (N, h*w, 2)
+        radius = rel.norm(dim=-1, keepdim=True)
+        direction = rel / radius.clamp_min(1e-6)
+        freqs = math.pi * torch.tensor([1.0, 2.0, 4.0], device=cells.device)
+        angles = (pos.expand(n, -1, -1)[..., None] * freqs).flatten(-2)  # (N, h*w, 6)
+        features = torch.cat([angles.sin(), angles.cos(), direction, radius], dim=-1)  # 15
+        tokens = cells.flatten(2).transpose(1, 2) + self.pos_proj(features)  # (N, h*w, d)
+        return self.encoder(tokens), None
+
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
+                inputs: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits: inputs (N, T) token ids starting with BOS -> (N, T, 11)."""
+        t = inputs.shape[1]
+        x = self.token_embedding(inputs) + self.position_embedding[:t]
+        causal = nn.Transformer.generate_square_subsequent_mask(t, device=inputs.device)
+        h = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=mask,
+                         tgt_is_causal=True)
+        return self.out(self.norm(h))
+
+
+@dataclass
+class ModelOutput:
+    motifs: torch.Tensor  # (N, C, H, W) the sparse motif map
+    logits: torch.Tensor | None  # (N, T, 11) teacher-forced, when targets were given
+    penalty: torch.Tensor  # the bottleneck's extra loss term (0 for MT / ST / TopK)
+    presence_logits: torch.Tensor | None = None  # (N, 10) which digits the answer contains
+
+
+@dataclass
+class Decoded:
+    sequences: list[list[int]]  # decoded digits, without end token
+    probabilities: list[list[float]]  # the probability of each emitted token, end included
+    motifs: torch.Tensor  # (N, C, H, W)
+
+
+def presence_targets(labels: list[list[int]]) -> torch.Tensor:
+    """(N, 10) multi-hot: which digits each answer contains."""
+    targets = torch.zeros(len(labels), NUM_CLASSES)
+    for i, label in enumerate(labels):
+        targets[i, label] = 1.0
+    return targets
+
+
+def encode_labels(labels: list[list[int]], max_digits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digit lists -> (decoder inputs (N, T), targets (N, T)) with T = max_digits + 1."""
+    t = max_digits + 1
+    inputs = torch.full((len(labels), t), EOS, dtype=torch.long)
+    targets = torch.full((len(labels), t), IGNORE, dtype=torch.long)
+    for i, label in enumerate(labels):
+        if len(label) > max_digits or any(not 0 <= d < NUM_CLASSES for d in label):
+            raise ValueError(f"label {label} is not <= {max_digits} digits in 0-9")
+        inputs[i, 0] = BOS
+        inputs[i, 1 : len(label) + 1] = torch.tensor(label, dtype=torch.long)
+        targets[i, : len(label)] = torch.tensor(label, dtype=torch.long)
+        targets[i, len(label)] = EOS
+    return inputs, targets
+
+
+class SparlingModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.motif_model = MotifModel(config.motif_channels, config.motif_width,
+                                      config.motif_layers)
+        self.bottleneck: SparsityLayer = make_sparsity_layer(
+            config.sparsity, config.motif_channels, 1 - config.initial_density,
+            batch_norm=config.batch_norm, penalty_weight=config.penalty_weight,
+            accumulate_survivors=config.accumulate_survivors,
+        )
+        self.decoder = MotifDecoder(
+            config.motif_channels, config.image_size, config.pool, 0,
+            config.d_model, config.n_heads, config.encoder_layers, config.decoder_layers,
+            max_len=config.max_digits + 1,
+        )
+        self.presence = nn.Linear(config.motif_channels, NUM_CLASSES)
+
+    def sparse_motifs(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 1, H, W) in [0, 1] -> the sparse motif map (N, C, H, W)."""
+        self._check_images(images)
+        logits = self.motif_model(images)
+        with torch.autocast(images.device.type, enabled=False):  # thresholds in fp32
+            return self.bottleneck(logits.float())
+
+    def forward(self, images: torch.Tensor, inputs: torch.Tensor | None = None) -> ModelOutput:
+        motifs = self.sparse_motifs(images)
+        logits = None
+        if inputs is not None:
+            with torch.autocast(images.device.type, enabled=False):  # small; fp32
+                memory, mask = self.decoder.encode(motifs)
+                logits = self.decoder(memory, mask, inputs)
+                presence = self.presence(motifs.amax(dim=(2, 3)))  # (N, 10)
+        return ModelOutput(motifs, logits, self.bottleneck.penalty(motifs),
+                           presence if inputs is not None else None)
+
+    @torch.no_grad()
+    def decode_motifs(self, motifs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+        """Greedy decoding of a (possibly edited) sparse motif map: the decoder alone."""
+        memory, mask = self.decoder.encode(motifs)
+        n = motifs.shape[0]
+        tokens = torch.full((n, 1), BOS, dtype=torch.long, device=motifs.device)
+        probs = []
+        for _ in range(self.config.max_digits + 1):
+            p = self.decoder(memory, mask, tokens)[:, -1].float().softmax(-1)  # (N, 11)
+            if tokens.shape[1] == 1:  # an empty sequence is never a DigitCircle answer
+                p[:, EOS] = 0
+                p = p / p.sum(-1, keepdim=True)
+            best = p.argmax(-1)
+            probs.append(p.gather(1, best[:, None])[:, 0])
+            tokens = torch.cat([tokens, best[:, None]], dim=1)
+        sequences, confidences = [], []
+        for i in range(n):
+            seq, conf = [], []
+            for j, tok in enumerate(tokens[i, 1:].tolist()):
+                conf.append(float(probs[j][i]))
+                if tok == EOS:
+                    break
+                seq.append(tok)
+            sequences.append(seq)
+            confidences.append(conf)
+        return sequences, confidences
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor) -> Decoded:
+        motifs = self.sparse_motifs(images)
+        sequences, probabilities = self.decode_motifs(motifs)
+        return Decoded(sequences, probabilities, motifs)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        s = self.config.image_size
+        if images.dim() != 4 or images.shape[1:] != (1, s, s):
+            raise ValueError(f"expected images of shape (N, 1, {s}, {s}), got {tuple(images.shape)}")
+
+    def set_density(self, density: float) -> None:
+        self.bottleneck.set_density(density)
+
+    @property
+    def density(self) -> float:
+        return self.bottleneck.density
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,45 @@
+"""Tiny configs and checkpoints shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sparling_core.checkpoint import save_checkpoint
+from sparling_core.domains import digit_circle as dc
+from sparling_core.evaluate import evaluate
+from sparling_core.model import IGNORE, ModelConfig, SparlingModel, digit_circle_tiny, encode_labels
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    config = digit_circle_tiny()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.__post_init__()
+    return config
+
+
+def make_tiny_checkpoint(folder: Path, steps: int = 3, density: float = 0.01,
+                         evaluate_n: int = 20, **overrides) -> Path:
+    """Train a tiny model for a few steps at `density` and save it as a checkpoint folder
+    (with metrics.json and a short history), as the trainer would."""
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config(initial_density=density, **overrides))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for step in range(steps):
+        images, labels = dc.collate([dc.sample(step * 8 + i) for i in range(8)])
+        inputs, targets = encode_labels(labels, model.config.max_digits)
+        out = model(images, inputs)
+        loss = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append({"samples": (step + 1) * 8, "loss": loss.item(), "accuracy": 0.0,
+                        "density": density, "realised_density": density, "threshold": 1.0})
+    model.eval()
+    metrics = evaluate(model, n=evaluate_n) if evaluate_n else None
+    return save_checkpoint(folder, model, samples_seen=steps * 8, metrics=metrics,
+                           history=history)
