@@ -65,7 +65,8 @@ def main() -> int:
     mean_ink = np.mean([s.mean() for s in stamps.values()])
     print(f"mean ink fraction {mean_ink:.4f} (spec 0.2504)")
     payload = {
-        "source": "FreeMono.ttf via FreeType, pixel size 15, light hinting, 10x15 canvas, > 64, 1-px border",
+        "source": "FreeMono.ttf via FreeType, pixel size 15, light hinting, 10x15 canvas, "
+        "> 64, 1-px border",
         "stamps": {d: s.tolist() for d, s in stamps.items()},
     }
     if args.check:

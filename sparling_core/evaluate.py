@@ -68,7 +68,8 @@ def exact_match_accuracy(model: SparlingModel, images: torch.Tensor, labels: lis
         for start in range(0, len(labels), batch_size):
             decoded = model.generate(images[start : start + batch_size])
             correct += sum(p == t for p, t in zip(decoded.sequences,
-                                                  labels[start : start + batch_size]))
+                                                  labels[start : start + batch_size],
+                                                  strict=True))
             active += int(model.bottleneck.active(decoded.motifs).sum())
             total += decoded.motifs.numel()
     finally:

@@ -59,15 +59,23 @@ def _motif_fields(motif) -> tuple[int, tuple[int, int, int, int]]:
     return int(motif.digit), tuple(int(v) for v in motif.box)
 
 
-def align_image(motif_map: torch.Tensor, motifs: Sequence, active: torch.Tensor | None = None,
-                ) -> ImageAlignment:
+def align_image(motif_map: torch.Tensor | np.ndarray, motifs: Sequence,
+                active: torch.Tensor | np.ndarray | None = None) -> ImageAlignment:
     """Align one sparse map (C, H, W) with its ground-truth motifs (objects or dicts with
-    `digit` and `box`). `active` is the map's "on" mask (default: nonzero)."""
-    if motif_map.dim() != 3:
+    `digit` and `box`). `active` is the map's "on" mask (default: nonzero).
+
+    Works in numpy: a few small slices per digit, microseconds each, so 10,000 test
+    images align in seconds."""
+    if motif_map.ndim != 3:
         raise ValueError(f"expected a (C, H, W) map, got shape {tuple(motif_map.shape)}")
-    on = (motif_map != 0) if active is None else active
-    values = torch.where(on, motif_map.float(), torch.zeros((), dtype=torch.float32))
-    remaining = on.clone()
+    values = np.asarray(motif_map.detach().float().cpu() if torch.is_tensor(motif_map)
+                        else motif_map, dtype=np.float32)
+    if active is None:
+        on = values != 0
+    else:
+        on = np.asarray(active.cpu() if torch.is_tensor(active) else active, dtype=bool)
+    values = np.where(on, values, np.float32(0))
+    remaining = on.copy()
     n_active = int(on.sum())
     _, height, width = values.shape
     matches = []
@@ -78,21 +86,20 @@ def align_image(motif_map: torch.Tensor, motifs: Sequence, active: torch.Tensor 
         if r1 <= r0 or c1 <= c0 or not window.any():
             matches.append(DigitMatch(digit, (r0, c0, r1, c1), None, 0.0))
             continue
-        box_values = torch.where(window, values[:, r0:r1, c0:c1], torch.tensor(-1.0))
-        flat = int(box_values.flatten().argmax())
-        ch, rest = divmod(flat, (r1 - r0) * (c1 - c0))
-        dr, dc = divmod(rest, c1 - c0)
-        matches.append(DigitMatch(digit, (r0, c0, r1, c1), ch, float(box_values.flatten()[flat]),
-                                  r0 + dr, c0 + dc))
+        box_values = np.where(window, values[:, r0:r1, c0:c1], np.float32(-1))
+        ch, dr, dc = np.unravel_index(int(box_values.argmax()), box_values.shape)
+        matches.append(DigitMatch(digit, (r0, c0, r1, c1), int(ch),
+                                  float(box_values[ch, dr, dc]), r0 + int(dr), c0 + int(dc)))
         remaining[:, r0:r1, c0:c1] = False
-    fp = remaining.nonzero()
-    return ImageAlignment(matches, fp, values[remaining], n_active)
+    fp = np.argwhere(remaining)  # (K, 3) channel, row, col in C order
+    return ImageAlignment(matches, torch.from_numpy(fp.astype(np.int64)),
+                          torch.from_numpy(values[remaining]), n_active)
 
 
 def channel_assignment(confusion: np.ndarray) -> dict[int, int]:
     """One-to-one channel -> digit map maximising matches. confusion: (digits, channels)."""
     rows, cols = linear_sum_assignment(confusion, maximize=True)
-    return {int(c): int(r) for r, c in zip(rows, cols)}
+    return {int(c): int(r) for r, c in zip(rows, cols, strict=True)}
 
 
 def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:

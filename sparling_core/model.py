@@ -257,13 +257,17 @@ class SparlingModel(nn.Module):
             return self.bottleneck(logits.float())
 
     def forward(self, images: torch.Tensor, inputs: torch.Tensor | None = None) -> ModelOutput:
-        motifs = self.sparse_motifs(images)
+        self._check_images(images)
+        dense = self.motif_model(images)  # (N, C, H, W) before the bottleneck
+        with torch.autocast(images.device.type, enabled=False):
+            motifs = self.bottleneck(dense.float())
         logits = None
         if inputs is not None:
             with torch.autocast(images.device.type, enabled=False):  # small; fp32
                 memory, mask = self.decoder.encode(motifs)
                 logits = self.decoder(memory, mask, inputs)
-                presence = self.presence(motifs.amax(dim=(2, 3)))  # (N, 10)
+                # read before the bottleneck: a signal for the motif model at any density
+                presence = self.presence(dense.float().amax(dim=(2, 3)))  # (N, 10)
         return ModelOutput(motifs, logits, self.bottleneck.penalty(motifs),
                            presence if inputs is not None else None)
 
@@ -303,7 +307,8 @@ class SparlingModel(nn.Module):
     def _check_images(self, images: torch.Tensor) -> None:
         s = self.config.image_size
         if images.dim() != 4 or images.shape[1:] != (1, s, s):
-            raise ValueError(f"expected images of shape (N, 1, {s}, {s}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images of shape (N, 1, {s}, {s}), got {tuple(images.shape)}")
 
     def set_density(self, density: float) -> None:
         self.bottleneck.set_density(density)

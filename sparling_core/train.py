@@ -46,6 +46,8 @@ class TrainConfig:
     val_size: int = 1_000  # fixed validation seeds: the first val_size of the range
     schedule: str = "adaptive"  # adaptive (SPEC 1.3) | fixed (ablations, baselines)
     decay_per_sample: float = 1e-7  # the accuracy threshold's linear decay (SPEC 1.3)
+    initial_threshold: float = 1.0  # SPEC 1.3 starts T at 1; lower starts annealing sooner
+    min_threshold: float = 0.0  # SPEC 1.3's T_min; < 0 lets density fall at zero accuracy
     multiplier: float = 0.75
     target_density: float = PAPER_DENSITY  # stop once the schedule reaches it
     finish_samples: int = 0  # further training at the target density before stopping
@@ -83,7 +85,9 @@ def _make_schedule(config: TrainConfig):
     if config.schedule == "fixed":
         return FixedSparsitySchedule(density=config.model.initial_density)
     return AdaptiveSparsitySchedule(
-        density=config.model.initial_density, decay_per_sample=config.decay_per_sample,
+        density=config.model.initial_density, threshold=config.initial_threshold,
+        min_threshold=config.min_threshold,
+        decay_per_sample=config.decay_per_sample,
         multiplier=config.multiplier, target_density=config.target_density,
     )
 
@@ -154,18 +158,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         inputs, targets = encode_labels(labels, config.model.max_digits)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             output = model(images, inputs)
-        loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
-                               ignore_index=IGNORE) + output.penalty
-        if config.model.presence_weight:
-            loss = loss + config.model.presence_weight * F.binary_cross_entropy_with_logits(
-                output.presence_logits, presence_targets(labels))
+        sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
+                                        ignore_index=IGNORE)
+        presence_loss = F.binary_cross_entropy_with_logits(output.presence_logits,
+                                                           presence_targets(labels))
+        loss = sequence_loss + output.penalty + config.model.presence_weight * presence_loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at {samples_seen} samples")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         samples_seen += config.batch_size
-        losses.append(loss.item())
+        losses.append((loss.item(), sequence_loss.item(), presence_loss.item()))
         bar.update(config.batch_size)
 
         if samples_seen - last_val >= config.val_every:
@@ -178,7 +182,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             model.set_density(schedule.density)
             elapsed = time.monotonic() - start_time
             row = {
-                "samples": samples_seen, "loss": float(np.mean(losses)) if losses else None,
+                "samples": samples_seen,
+                "loss": float(np.mean([x[0] for x in losses])) if losses else None,
+                "sequence_loss": float(np.mean([x[1] for x in losses])) if losses else None,
+                "presence_loss": float(np.mean([x[2] for x in losses])) if losses else None,
                 "accuracy": accuracy, "density": schedule.density,
                 "realised_density": realised, "threshold": getattr(schedule, "threshold", None),
                 "lowered": lowered, "wall_s": round(elapsed, 1),

@@ -94,7 +94,7 @@ def sample(seed: int) -> DigitCircleSample:
     # 5. paste stamps; later stamps overwrite the whole box of earlier ones
     motifs = []
     all_stamps = stamps()
-    for digit, angle in zip(digits, angles):
+    for digit, angle in zip(digits, angles, strict=True):
         stamp = all_stamps[digit]
         h, w = stamp.shape
         row = int(np.round(centre[0] + radius * np.cos(angle))) + int(

@@ -1,0 +1,1 @@
+"""FastAPI service for the Sparling Motif Explorer: `uvicorn backend.main:app`."""

@@ -1,0 +1,102 @@
+"""The FastAPI app: `uvicorn backend.main:app` (settings from SPARLING_* variables) or
+`create_app(Settings(...))` in tests. Checkpoints are loaded in the lifespan, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .deps import require_api_key
+from .routers import activations, analysis, channels, health, models, samples
+from .settings import Settings
+from .store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """413 for request bodies over `max_bytes`: by Content-Length when given, else while
+    reading. The body is buffered (it is at most `max_bytes`) and replayed to the app."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._too_large(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"the request body is larger than {self.max_bytes} bytes "
+                       "(SPARLING_MAX_UPLOAD_BYTES)"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = await run_in_threadpool(ModelStore.load, settings.checkpoints)
+        log.info("loaded models %s from %s; errors: %s", sorted(store.models),
+                 settings.checkpoints, store.errors)
+        app.state.store = store
+        yield
+
+    app = FastAPI(
+        title="Sparling Motif Explorer API",
+        version="1.0.0",
+        description="Inspect Sparling models: sparse motif activations, per-image analysis "
+                    "against ground truth, channel summaries and interventions.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = None
+
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(health.router)
+    protected = APIRouter(dependencies=[Depends(require_api_key)])
+    for module in (models, activations, channels, analysis, samples):
+        protected.include_router(module.router)
+    v1.include_router(protected)
+    app.include_router(v1)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key"])
+    return app
+
+
+app = create_app()

@@ -1,0 +1,49 @@
+"""Sparse (and optionally dense) motif activations of uploaded or posted images."""
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+
+from sparling_core.inspect import prepare_image, run_images
+
+from ..deps import IMAGE_BODY_OPENAPI, ModelDep, UploadedImage
+from ..schemas import ActivationsOut, BatchIn, BatchOut, ErrorDetail
+from ..store import LoadedModel
+
+router = APIRouter(prefix="/models", tags=["activations"])
+
+Dense = Annotated[bool, Query(description="also return the whole C x H x W map")]
+Fit = Annotated[Literal["none", "pad", "resize"], Query(
+    description="none: the image must have the model's size; pad: pad / crop centrally; "
+                "resize: nearest-neighbour resize")]
+ERRORS = {code: {"model": ErrorDetail} for code in (401, 404, 413, 415, 422)}
+
+
+def _run(loaded: LoadedModel, images: list, fit: str, dense: bool) -> list[dict]:
+    size = loaded.checkpoint.config.image_size
+    prepared = np.stack([prepare_image(image, size, fit) for image in images])
+    return [{"model": loaded.id, **r} for r in loaded.run(run_images, prepared, dense)]
+
+
+@router.post("/{model_id}/activations", response_model=ActivationsOut, responses=ERRORS,
+             openapi_extra=IMAGE_BODY_OPENAPI)
+async def activations(loaded: ModelDep, image: UploadedImage, dense: Dense = False,
+                      fit: Fit = "none") -> dict:
+    """One image as JSON `{"image": [[...]]}` or a multipart `file` (PNG, JPEG or .npy)."""
+    try:
+        return (await run_in_threadpool(_run, loaded, [image], fit, dense))[0]
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e
+
+
+@router.post("/{model_id}/activations/batch", response_model=BatchOut, responses=ERRORS)
+def activations_batch(loaded: ModelDep, body: BatchIn, dense: Dense = False,
+                      fit: Fit = "none") -> dict:
+    """Up to 32 images as JSON `{"images": [image, ...]}`."""
+    try:
+        images = [np.asarray(image, dtype=np.float64) for image in body.images]
+        return {"results": _run(loaded, images, fit, dense)}
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e

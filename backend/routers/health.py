@@ -1,0 +1,20 @@
+"""Liveness and readiness (no API key: compose and load balancers poll these)."""
+
+from fastapi import APIRouter, HTTPException
+
+from ..deps import StoreDep
+from ..schemas import ErrorDetail, Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health)
+def health() -> Health:
+    return Health()
+
+
+@router.get("/ready", response_model=Ready, responses={503: {"model": ErrorDetail}})
+def ready(store: StoreDep) -> Ready:
+    if not store.models:
+        raise HTTPException(503, store.problem or "no model loaded")
+    return Ready(models=sorted(store.models), errors=store.errors)

@@ -1,0 +1,76 @@
+"""The loaded checkpoints: list, details, training history."""
+
+import math
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..deps import ModelDep, StoreDep
+from ..schemas import History, MetricsSummary, ModelDetail, ModelList, ModelSummary
+from ..store import LoadedModel
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+_SUMMARY_KEYS = ("fpe", "fne", "ce", "e2ee", "density", "density_ratio", "n")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / infinity (written by json.dumps into metrics and history) -> None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _number(value: Any) -> Any:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _summary(loaded: LoadedModel) -> ModelSummary:
+    meta, metrics = loaded.checkpoint.meta, loaded.checkpoint.metrics
+    return ModelSummary(
+        id=loaded.id,
+        sparsity=loaded.checkpoint.config.sparsity,
+        density=_json_safe(_number(meta.get("density"))),
+        samples_seen=_number(meta.get("samples_seen")),
+        parameters=_number(meta.get("parameters")),
+        metrics=None if metrics is None else MetricsSummary(
+            **{k: _json_safe(_number(metrics.get(k))) for k in _SUMMARY_KEYS}),
+    )
+
+
+@router.get("", response_model=ModelList)
+def list_models(store: StoreDep) -> ModelList:
+    return ModelList(models=[_summary(m) for _, m in sorted(store.models.items())],
+                     errors=store.errors)
+
+
+@router.get("/{model_id}", response_model=ModelDetail)
+def model_detail(loaded: ModelDep) -> ModelDetail:
+    meta, metrics = loaded.checkpoint.meta, loaded.checkpoint.metrics
+    c2d = loaded.channel_to_digit
+    confusion = (metrics or {}).get("confusion")
+    return ModelDetail(
+        id=loaded.id,
+        config=loaded.checkpoint.config.to_dict(),
+        train=_json_safe(meta.get("train") if isinstance(meta.get("train"), dict) else {}),
+        samples_seen=_number(meta.get("samples_seen")),
+        density=_json_safe(_number(meta.get("density"))),
+        metrics=_json_safe(metrics),
+        channel_to_digit=None if c2d is None else {str(c): d for c, d in sorted(c2d.items())},
+        confusion=confusion if _is_table(confusion) else None,
+    )
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(row, list) and all(isinstance(v, int) for v in row) for row in value)
+
+
+@router.get("/{model_id}/history", response_model=History)
+def history(loaded: ModelDep) -> History:
+    rows = [row for row in loaded.checkpoint.history if isinstance(row, dict)]
+    return History(history=_json_safe(rows))

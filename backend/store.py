@@ -1,0 +1,94 @@
+"""The loaded checkpoints: one entry per checkpoint folder, loaded once at start-up.
+
+Model ids are folder names found by listing SPARLING_CHECKPOINTS; requests only ever look
+ids up in this dict, no path is built from user input.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from sparling_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from sparling_core.domains import digit_circle as dc
+from sparling_core.inspect import channel_summaries, parse_channel_to_digit
+from sparling_core.model import SparlingModel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class LoadedModel:
+    id: str
+    checkpoint: Checkpoint
+    # One forward at a time per model: CPU threads are better spent inside one forward than
+    # fighting over cores, and nothing else can touch the module meanwhile.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _summary_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _summaries: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> SparlingModel:
+        return self.checkpoint.model
+
+    @property
+    def channel_to_digit(self) -> dict[int, int] | None:
+        metrics = self.checkpoint.metrics or {}
+        return parse_channel_to_digit(metrics.get("channel_to_digit"),
+                                      self.checkpoint.config.motif_channels)
+
+    def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """fn(model, *args, **kwargs) under this model's lock."""
+        with self.lock:
+            return fn(self.model, *args, **kwargs)
+
+    def summaries(self, n: int) -> list[dict]:
+        """Channel summaries over n validation images: computed on first use, then cached."""
+        with self._summary_lock:
+            if self._summaries is None:
+                self._summaries = self.run(channel_summaries, n, dc.VALIDATION_SEEDS_START,
+                                           self.channel_to_digit)
+            return self._summaries
+
+
+@dataclass
+class ModelStore:
+    folder: Path
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # folder name -> why it did not load
+    problem: str | None = None  # the folder itself is unusable
+
+    @classmethod
+    def load(cls, folder: Path) -> ModelStore:
+        """Load every checkpoint folder under `folder`; broken ones go to `errors`."""
+        store = cls(Path(folder))
+        if not store.folder.is_dir():
+            store.problem = (f"checkpoint folder {store.folder} does not exist; "
+                             "set SPARLING_CHECKPOINTS to a folder of checkpoint folders")
+            log.warning(store.problem)
+            return store
+        for path in sorted(store.folder.iterdir()):
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            try:
+                checkpoint = load_checkpoint(path)
+            except CheckpointError as e:
+                store.errors[path.name] = str(e).replace(str(path), path.name)
+            except Exception as e:  # a foreign folder must not stop the others from loading
+                store.errors[path.name] = f"cannot be loaded: {type(e).__name__}: {e}"
+            else:
+                checkpoint.model.eval()
+                store.models[path.name] = LoadedModel(path.name, checkpoint)
+                continue
+            log.warning("checkpoint %s not loaded: %s", path.name, store.errors[path.name])
+        if not store.models and store.problem is None:
+            store.problem = f"no checkpoint could be loaded from {store.folder}"
+        return store
+
+    def get(self, model_id: str) -> LoadedModel | None:
+        return self.models.get(model_id)

@@ -1,0 +1,215 @@
+"""Latency and throughput of POST /v1/models/{id}/activations against a real uvicorn process,
+next to the bare in-process forward (`model.generate`) in the same run.
+
+    .venv/bin/python bench/api.py                      # checkpoints/digit-circle-mt if present
+    .venv/bin/python bench/api.py --checkpoint PATH --requests 200
+
+Starts uvicorn on 127.0.0.1 (a free port) serving only the given checkpoint, waits for
+/v1/ready, measures, stops it. Without a checkpoint it builds a tiny untrained model whose
+thresholds are calibrated (training-mode forwards, no gradients) to density 1e-3, so the
+sparse response has a realistic size. Client and server share this machine's cores: read
+the numbers as relative (overhead ratios), not as capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sparling_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from sparling_core.domains import digit_circle as dc  # noqa: E402
+from sparling_core.model import SparlingModel, digit_circle_tiny  # noqa: E402
+
+DEFAULT_CHECKPOINT = REPO / "checkpoints" / "digit-circle-mt"
+
+
+def build_tiny_checkpoint(folder: Path, density: float = 1e-3) -> Path:
+    torch.manual_seed(0)
+    model = SparlingModel(digit_circle_tiny())
+    model.set_density(density)
+    model.train()
+    with torch.no_grad():  # thresholds and BatchNorm statistics follow the data; no training
+        for step in range(40):
+            images, _ = dc.collate([dc.sample(step * 8 + i) for i in range(8)])
+            model.sparse_motifs(images)
+    model.eval()
+    return save_checkpoint(folder, model)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def start_server(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "SPARLING_CHECKPOINTS": str(checkpoints),
+           "SPARLING_MAX_UPLOAD_BYTES": "20000000"}
+    env.pop("SPARLING_API_KEY", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "backend.main:app",
+                                 "--host", "127.0.0.1", "--port", str(port),
+                                 "--log-level", "warning"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"uvicorn exited ({proc.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop_server(proc)
+    raise SystemExit(f"uvicorn not ready after 120 s:\n{log.read_text()}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bare_forward(model: SparlingModel, image: np.ndarray, n: int) -> list[float]:
+    x = dc.images_to_tensor(image)
+    model.generate(x)  # warm-up
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        model.generate(x)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
+    """n requests over `concurrency` keep-alive clients: latencies, wall time, bytes of one."""
+    latencies: list[float] = []
+    sizes: list[int] = []
+    lock = threading.Lock()
+    counts = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
+
+    def worker(k: int) -> None:
+        with httpx.Client(timeout=120) as client:
+            client.post(url, **request).raise_for_status()  # warm the connection
+            for _ in range(k):
+                t = time.perf_counter()
+                r = client.post(url, **request)
+                dt = time.perf_counter() - t
+                r.raise_for_status()
+                with lock:
+                    latencies.append(dt)
+                    sizes.append(len(r.content))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, counts))
+    return latencies, time.perf_counter() - start, sizes[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"checkpoint folder (default {DEFAULT_CHECKPOINT} if it exists, "
+                             "else a tiny calibrated model)")
+    parser.add_argument("--requests", type=int, default=80, help="requests per load level")
+    parser.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
+    parser.add_argument("--seed", type=int, default=dc.TEST_SEEDS_START)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sparling-bench-") as tmp:
+        tmp = Path(tmp)
+        checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_dir()
+                                         else None)
+        if checkpoint is None:
+            checkpoint = build_tiny_checkpoint(tmp / "source" / "tiny-calibrated")
+            print(f"no checkpoint given and none at {DEFAULT_CHECKPOINT}: built {checkpoint.name}")
+        checkpoint = checkpoint.resolve()
+        served = tmp / "served"  # only this checkpoint, under its own name
+        served.mkdir()
+        (served / checkpoint.name).symlink_to(checkpoint, target_is_directory=True)
+        model_id = checkpoint.name
+
+        ck = load_checkpoint(checkpoint)
+        sample = dc.sample(args.seed)
+        image = sample.image
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1/models/{model_id}/activations"
+        json_request = {"json": {"image": image.tolist()}}
+        print(f"checkpoint {checkpoint} ({ck.model.num_parameters():,} parameters), "
+              f"image seed {args.seed}, torch threads {torch.get_num_threads()}, "
+              f"{os.cpu_count()} CPUs")
+
+        bare = bare_forward(ck.model, image, args.requests)
+        motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
+        n_active = int(ck.model.bottleneck.active(motifs).sum())
+        proc = start_server(served, port, tmp / "uvicorn.log")
+        rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare))]
+        try:
+            run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
+            for c in [int(x) for x in args.concurrency.split(",")]:
+                lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
+                rows.append(("HTTP JSON, sparse", c, len(lat), lat, wall))
+            n_small = max(5, args.requests // 4)
+            lat, wall, dense_bytes = run_load(url + "?dense=true", json_request, n_small, 1)
+            rows.append(("HTTP JSON, dense=true", 1, len(lat), lat, wall))
+            buffer = io.BytesIO()
+            Image.fromarray(image * 255, mode="L").save(buffer, format="PNG")
+            png_request = {"files": {"file": ("x.png", buffer.getvalue(), "image/png")}}
+            lat, wall, _ = run_load(url, png_request, n_small, 1)
+            rows.append(("HTTP PNG upload, sparse", 1, len(lat), lat, wall))
+        finally:
+            stop_server(proc)
+
+    print()
+    print(f"{'mode':<34} {'conc':>4} {'n':>5} {'min ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'req/s':>8}")
+    for name, c, n, lat, wall in rows:
+        print(f"{name:<34} {c:>4} {n:>5} {min(lat) * 1e3:>8.2f} "
+              f"{percentile(lat, 50) * 1e3:>8.2f} {percentile(lat, 99) * 1e3:>8.2f} "
+              f"{n / wall:>8.1f}")
+    bare_p50 = percentile(bare, 50)
+    http_p50 = percentile(rows[1][3], 50)
+    print()
+    http_min, bare_min = min(rows[1][3]), min(bare)
+    print(f"p50 overhead, HTTP sparse (c=1) vs bare forward: {http_p50 / bare_p50:.2f}x "
+          f"({(http_p50 - bare_p50) * 1e3:+.2f} ms); best case: {http_min / bare_min:.2f}x "
+          f"({(http_min - bare_min) * 1e3:+.2f} ms)")
+    if len(rows) > 3:
+        by_c = {r[1]: r for r in rows[1:-2]}
+        if 1 in by_c and 8 in by_c:
+            rps = [by_c[c][2] / by_c[c][4] for c in (1, 8)]
+            print(f"throughput c=8 / c=1: {rps[1] / rps[0]:.2f}x (forwards are serialised "
+                  "per model; parsing and serialising overlap with them)")
+    print(f"response bytes: sparse {sparse_bytes:,}, dense {dense_bytes:,}, "
+          f"sparse/dense {sparse_bytes / dense_bytes:.4f} ({n_active} active values, "
+          f"{len(sample.motifs)} digits in the image)")
+
+
+if __name__ == "__main__":
+    main()

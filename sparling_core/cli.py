@@ -1,0 +1,166 @@
+"""The `sparling` command: train, evaluate, sample, serve.
+
+Every command exits non-zero with a one-line message on bad arguments or missing files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train and inspect Sparling models with extremely sparse activations.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="JSON training config (see configs/)")] = None,
+    out: Annotated[Path | None, typer.Option(help="checkpoint folder (overrides config)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/train_state.pt")] = False,
+    max_samples: Annotated[int | None, typer.Option(min=1)] = None,
+    max_minutes: Annotated[float | None, typer.Option(min=0)] = None,
+    val_every: Annotated[int | None, typer.Option(min=1)] = None,
+    val_size: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(min=0)] = None,
+    sparsity: Annotated[str | None, typer.Option(help="mt | st | l1 | kl | topk | none")] = None,
+    model_size: Annotated[str | None, typer.Option(help="small (default) | tiny")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+) -> None:
+    """Train a model on DigitCircle (config file and/or flags; flags win)."""
+    from .model import digit_circle_tiny
+    from .train import TrainConfig
+
+    _setup_logging(verbose)
+    data: dict = {}
+    if config is not None:
+        if not config.is_file():
+            _fail(f"config file {config} does not exist")
+        try:
+            data = json.loads(config.read_text())
+        except json.JSONDecodeError as e:
+            _fail(f"config file {config} is not valid JSON: {e}")
+        if not isinstance(data, dict):
+            _fail(f"config file {config} must hold a JSON object")
+    model = dict(data.get("model", {}))
+    if model_size == "tiny":
+        model = {**digit_circle_tiny().to_dict(), **model}
+    elif model_size not in (None, "small"):
+        _fail(f"--model-size must be small or tiny, got {model_size!r}")
+    if sparsity is not None:
+        model["sparsity"] = sparsity
+    data["model"] = model
+    overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
+                     val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr)
+    data.update({k: (str(v) if isinstance(v, Path) else v)
+                 for k, v in overrides.items() if v is not None})
+    try:
+        cfg = TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        _fail(f"invalid training config: {e}")
+    from .checkpoint import CheckpointError
+    from .train import train as run
+
+    try:
+        folder = run(cfg, resume=resume, progress=progress)
+    except CheckpointError as e:
+        _fail(str(e))
+    typer.echo(f"checkpoint: {folder}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder")],
+    n: Annotated[int, typer.Option("--n", min=1, help="number of test images")] = 10_000,
+    first_seed: Annotated[int | None, typer.Option(min=0, help="default: the test range")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here "
+                         "(default: update CHECKPOINT/metrics.json)")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 100,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Motif metrics (FPE, FNE, CE, E2EE in percent) and density on N test images."""
+    from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
+    from .domains import digit_circle as dc
+    from .evaluate import evaluate as run
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except CheckpointError as e:
+        _fail(str(e))
+    seed = dc.TEST_SEEDS_START if first_seed is None else first_seed
+    report = run(ckpt.model, n=n, first_seed=seed, batch_size=batch_size, progress=progress)
+    report["checkpoint"] = ckpt.name
+    report["samples_seen"] = ckpt.meta.get("samples_seen")
+    text = json.dumps(report, indent=2) + "\n"
+    target = json_path if json_path is not None else checkpoint / "metrics.json"
+    if json_path is not None and json_path.parent and not json_path.parent.exists():
+        _fail(f"folder {json_path.parent} does not exist")
+    atomic_write_text(target, text)
+    typer.echo(
+        f"{ckpt.name}: n={report['n']} E2EE={report['e2ee']:.2f}% FPE={report['fpe']:.2f}% "
+        f"FNE={report['fne']:.2f}% CE={report['ce']:.2f}% density={report['density']:.3g} "
+        f"({report['density_ratio']:.2f}x min) -> {target}")
+
+
+@app.command()
+def sample(
+    seed: Annotated[int, typer.Option(min=0, help="the sample's seed")],
+    out: Annotated[Path, typer.Option(help="output folder (created)")],
+) -> None:
+    """Write OUT/SEED.png (ink white on black) and OUT/SEED.json (label and motifs)."""
+    from PIL import Image
+
+    from .domains import digit_circle as dc
+
+    if out.exists() and not out.is_dir():
+        _fail(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    s = dc.sample(seed)
+    Image.fromarray(s.image * 255, mode="L").save(out / f"{seed}.png")
+    payload = {"label": s.label, "motifs": [m.to_dict() for m in s.motifs]}
+    (out / f"{seed}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    typer.echo(f"{out / f'{seed}.png'}: label {s.label}")
+
+
+@app.command()
+def serve(
+    checkpoints: Annotated[Path, typer.Option(help="folder of checkpoint folders")] = Path(
+        "checkpoints"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Start the REST backend (uvicorn backend.main:app) on the given checkpoints."""
+    import os
+
+    if not checkpoints.is_dir():
+        _fail(f"checkpoints folder {checkpoints} does not exist")
+    os.environ["SPARLING_CHECKPOINTS"] = str(checkpoints)
+    try:
+        import uvicorn
+    except ImportError:
+        _fail("the backend needs the serve extra: pip install -e '.[serve]'")
+    uvicorn.run("backend.main:app", host=host, port=port)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

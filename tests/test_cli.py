@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+from helpers import make_tiny_checkpoint
+from PIL import Image
+from typer.testing import CliRunner
+
+from sparling_core.cli import app
+from sparling_core.domains import digit_circle as dc
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("cli") / "tiny", evaluate_n=0)
+
+
+def test_sample_writes_png_and_json(tmp_path):
+    result = runner.invoke(app, ["sample", "--seed", "12", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    image = np.asarray(Image.open(tmp_path / "s" / "12.png"))
+    expected = dc.sample(12)
+    assert image.shape == (100, 100) and set(np.unique(image)) <= {0, 255}
+    assert np.array_equal(image == 255, expected.image == 1)
+    data = json.loads((tmp_path / "s" / "12.json").read_text())
+    assert data["label"] == expected.label
+    assert data["motifs"][0] == {"digit": expected.motifs[0].digit,
+                                 "center": list(expected.motifs[0].center),
+                                 "box": list(expected.motifs[0].box)}
+
+
+def test_evaluate_json_contract(checkpoint, tmp_path):
+    out = tmp_path / "report.json"
+    result = runner.invoke(app, ["evaluate", str(checkpoint), "--n", "7", "--first-seed", "5",
+                                 "--json", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for key in ("fpe", "fne", "ce", "e2ee", "density", "density_ratio", "n", "confusion",
+                "channel_to_digit"):
+        assert key in report
+    assert report["n"] == 7 and report["first_seed"] == 5
+    assert not (checkpoint / "metrics.json").exists()  # --json leaves the checkpoint alone
+    result = runner.invoke(app, ["evaluate", str(checkpoint), "--n", "3", "--no-progress"])
+    assert result.exit_code == 0
+    assert json.loads((checkpoint / "metrics.json").read_text())["n"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "/no/such/folder"], "does not exist"),
+    (["evaluate", "{ckpt}", "--n", "0"], "Invalid value"),
+    (["sample", "--seed", "-3", "--out", "{tmp}"], "Invalid value"),
+    (["train", "--config", "/no/such.json"], "does not exist"),
+    (["train", "--config", "{badjson}"], "not valid JSON"),
+    (["train", "--config", "{badkey}"], "unknown training config keys"),
+    (["train", "--sparsity", "dropout", "--max-samples", "4"], "sparsity must be one of"),
+])
+def test_bad_arguments_fail_clearly(args, message, checkpoint, tmp_path):
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "key.json").write_text(json.dumps({"learning_rate": 1}))
+    args = [a.format(ckpt=checkpoint, tmp=tmp_path, badjson=tmp_path / "bad.json",
+                     badkey=tmp_path / "key.json") for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_train_tiny_from_flags(tmp_path):
+    result = runner.invoke(app, ["train", "--model-size", "tiny", "--out", str(tmp_path / "t"),
+                                 "--max-samples", "8", "--val-every", "4", "--val-size", "4",
+                                 "--batch-size", "4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["samples_seen"] == 8 and config["model"]["motif_width"] == 8

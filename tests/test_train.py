@@ -1,0 +1,92 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from helpers import tiny_config
+
+from sparling_core.checkpoint import load_checkpoint, load_train_state
+from sparling_core.evaluate import evaluate
+from sparling_core.train import TrainConfig, train
+
+
+def _config(out, **kw) -> TrainConfig:
+    base = dict(out=str(out), model=tiny_config(), batch_size=4, val_every=8, val_size=8,
+                max_samples=24, decay_per_sample=0.0, initial_threshold=0.0,
+                bf16=False, channels_last=False, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loop_schedule_checkpoint_and_evaluate(tmp_path):
+    folder = train(_config(tmp_path / "run"), progress=False)
+    ckpt = load_checkpoint(folder)
+    assert ckpt.meta["samples_seen"] == 24
+    assert [h["samples"] for h in ckpt.history] == [8, 16, 24]
+    assert {"loss", "accuracy", "density", "realised_density", "threshold"} <= set(ckpt.history[0])
+    # threshold 0 and no decay: any accuracy > 0 lowers the density; 0 never does
+    lowered = sum(h["lowered"] for h in ckpt.history)
+    assert ckpt.model.density == 0.5 * 0.75**lowered
+    report = evaluate(ckpt.model, n=6)
+    assert {"fpe", "fne", "ce", "e2ee", "density", "density_ratio", "n"} <= set(report)
+
+
+def test_schedule_anneals_and_stops_at_target(tmp_path, monkeypatch):
+    # a perfect validation accuracy beats the decayed threshold every time: each validation
+    # lowers the density, and the target is three steps away
+    import sparling_core.train as train_module
+
+    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3,
+                  max_samples=400, target_density=0.5 * 0.75**3)
+    folder = train(cfg, progress=False)
+    ckpt = load_checkpoint(folder)
+    assert ckpt.meta["samples_seen"] == 24  # three validations, then done
+    assert abs(ckpt.model.density - 0.5 * 0.75**3) < 1e-12
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train(_config(tmp_path / "full", max_samples=32), progress=False)
+    part = train(_config(tmp_path / "part", max_samples=16), progress=False)
+    resumed = train(_config(tmp_path / "part", max_samples=32), resume=True, progress=False)
+    a, b = load_checkpoint(full).model.state_dict(), load_checkpoint(resumed).model.state_dict()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    assert part == resumed
+    assert [h["samples"] for h in load_checkpoint(resumed).history] == [8, 16, 24, 32]
+
+
+def test_sigkill_then_resume(tmp_path):
+    out = tmp_path / "killed"
+    cfg = _config(out, max_samples=100_000, val_every=4).to_dict()
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    cmd = [sys.executable, "-m", "sparling_core.cli", "train", "--config",
+           str(tmp_path / "cfg.json"), "--no-progress"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            state = out / "train_state.pt"
+            if state.exists() and load_train_state(out)["samples_seen"] >= 12:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("training never checkpointed")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = load_train_state(out)["samples_seen"]
+    assert saved >= 12
+    load_checkpoint(out)  # the folder is whole after a kill
+    cfg["max_samples"] = saved + 8
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["samples_seen"] == saved + 8
+    samples = [h["samples"] for h in ckpt.history]
+    assert samples == sorted(set(samples)) and samples[-1] == saved + 8
