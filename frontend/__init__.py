@@ -1,0 +1,1 @@
+"""Streamlit frontend of the Sparling Motif Explorer. Talks to the backend over HTTP only."""

@@ -1,0 +1,1 @@
+"""The pages of the Streamlit app (run by st.navigation, one script each)."""

@@ -1,0 +1,313 @@
+"""Pieces the pages share: error display, the checkpoint picker, the motif overlay figure,
+the decoded-sequence block. Not a page itself (st.navigation lists only the pages)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from frontend import api_client as api
+
+T = TypeVar("T")
+
+MODEL_KEY = "model_id"  # session-state key of the sidebar checkpoint picker
+PICKER_SHOWN = "_picker_shown"  # set by streamlit_app.py when it rendered the picker
+END = "end"
+
+# Ten well-separated colours (Tableau 10), then Plotly's longer palette for wider maps.
+CHANNEL_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_MORE_COLOURS = ["#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100",
+                 "#750D86", "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D",
+                 "#6C7C32", "#778AAE", "#862A16", "#A777F1", "#620042", "#1616A7"]
+STATUS_STYLE = {  # ground-truth box colour and dash, by alignment status
+    "hit": ("#1a9641", "solid"),
+    "confused": ("#e66101", "dot"),
+    "missed": ("#d7191c", "dash"),
+}
+
+
+MAX_MARKERS = 1500  # beyond this a map is far from sparse; draw only its strongest motifs
+MAX_FALSE_POSITIVES = 300  # rings drawn around false positives, at most
+
+
+def strongest(points: Sequence[dict], limit: int = MAX_MARKERS,
+              channels: Sequence[int] | None = None) -> list[dict]:
+    """The points on `channels` (all when None), the `limit` largest values first."""
+    keep = set(channels) if channels is not None else None
+    chosen = [p for p in points if keep is None or int(p["channel"]) in keep]
+    if len(chosen) > limit:
+        chosen = sorted(chosen, key=lambda p: -float(p["value"]))[:limit]
+    return chosen
+
+
+def channel_colour(channel: int) -> str:
+    palette = CHANNEL_COLOURS + _MORE_COLOURS
+    return palette[channel % len(palette)]
+
+
+# --- talking to the backend ---------------------------------------------------------------
+def show_api_error(error: api.ApiError, what: str = "") -> None:
+    """Say plainly what failed and where; a Retry button reruns the page (errors are never
+    cached, so the page recovers as soon as the backend answers again)."""
+    lead = f"**Could not {what}.** " if what else ""
+    hint = ""
+    if error.unreachable:
+        hint = ("\n\nStart the backend (for example `scripts/demo.sh` or `docker compose up`) "
+                "or set `SPARLING_API_URL`, then press Retry.")
+    elif error.status == 503:
+        hint = "\n\nThe backend is up but not ready (still loading checkpoints?). Retry shortly."
+    st.error(f"{lead}{error.message}\n\nBackend URL: `{error.url}`{hint}", icon=":material/error:")
+    st.button("Retry", key=f"retry-{what or 'call'}", type="primary")
+
+
+def call(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+    """Run an API call; on failure show the error and stop this run of the page."""
+    try:
+        return fn(*args, **kwargs)
+    except api.ApiError as e:
+        show_api_error(e, what)
+        st.stop()
+        raise  # st.stop() raises; this keeps type checkers honest
+
+
+def models() -> list[dict]:
+    """The loaded checkpoints; stops the page with the error when the backend fails."""
+    return call(api.list_models, what="list the checkpoints").get("models") or []
+
+
+def model_label(model: dict) -> str:
+    density = model.get("density")
+    text = model["id"]
+    if density is not None:
+        text += f"  ·  density {density:.2e}"
+    if model.get("samples_seen"):
+        text += f"  ·  {model['samples_seen']:,} samples"
+    return text
+
+
+def model_picker(available: list[dict], container=None, *, key: str = MODEL_KEY,
+                 label: str = "Checkpoint", index: int = 0) -> str | None:
+    """A selectbox of the loaded checkpoints; returns the chosen id (None when none).
+    The choice is remembered under `_<key>` too, so it survives pages that do not show
+    this picker (Streamlit forgets the state of widgets that are not rendered)."""
+    container = container or st.sidebar
+    if not available:
+        container.warning("The backend has no checkpoints loaded. Put checkpoint folders in "
+                          "the folder named by `SPARLING_CHECKPOINTS` and restart it.")
+        return None
+    by_id = {m["id"]: m for m in available}
+    if st.session_state.get(key) not in by_id:  # first run, or the checkpoint went away
+        remembered = st.session_state.get(f"_{key}")
+        st.session_state[key] = (remembered if remembered in by_id
+                                 else available[min(index, len(available) - 1)]["id"])
+    choice = container.selectbox(label, list(by_id), key=key,
+                                 format_func=lambda i: model_label(by_id[i]))
+    st.session_state[f"_{key}"] = choice
+    return choice
+
+
+def current_model() -> str:
+    """The checkpoint chosen in the sidebar (rendering the picker when a page runs on its
+    own); stops the page with a message when there is none."""
+    if st.session_state.get(PICKER_SHOWN):  # streamlit_app.py rendered it in this run
+        model_id = st.session_state.get(MODEL_KEY)
+    else:
+        model_id = model_picker(models())
+    if model_id is None:
+        st.info("No checkpoint to show. Train one with `sparling train` and restart the "
+                "backend.")
+        st.stop()
+    return model_id
+
+
+def channel_to_digit(model_id: str) -> dict[int, int]:
+    detail = call(api.get_model, model_id, what=f"read checkpoint {model_id}")
+    mapping = detail.get("channel_to_digit") or {}
+    return {int(c): int(d) for c, d in mapping.items()}
+
+
+def channel_name(channel: int, mapping: dict[int, int]) -> str:
+    digit = mapping.get(channel)
+    return f"ch {channel} → digit {digit}" if digit is not None else f"ch {channel}"
+
+
+# --- images -------------------------------------------------------------------------------
+def decode_upload(name: str, data: bytes) -> np.ndarray | None:
+    """The uploaded image as the backend sees it, for display only: a 2-D array of ink
+    (1) and background (0); grey levels > 127 (or floats > 0.5) are ink. The backend
+    decodes the file itself; None when it cannot be read here."""
+    try:
+        if name.lower().endswith(".npy"):
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        else:
+            from PIL import Image  # Streamlit depends on Pillow
+
+            array = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    except Exception:  # noqa: BLE001 - any unreadable upload simply gets no preview
+        return None
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        array = array[..., :3].astype(float).mean(axis=2)
+    if array.ndim != 2 or array.size == 0:
+        return None
+    array = array.astype(float)
+    threshold = 0.5 if array.max() <= 1.0 else 127.0
+    return (array > threshold).astype(float)
+
+
+def _centred(length: int, size: int) -> tuple[int, int, int]:
+    """(source start, destination start, count) placing `length` centrally in `size`."""
+    if length <= size:
+        return 0, (size - length) // 2, length
+    return (length - size) // 2, 0, size
+
+
+def fit_for_display(array: np.ndarray, height: int, width: int, fit: str) -> np.ndarray | None:
+    """Bring a preview to the model's size as the backend's `fit` does (centred pad / crop,
+    or nearest-neighbour resize); None when the sizes disagree and `fit` is "none"."""
+    h, w = array.shape
+    if (h, w) == (height, width):
+        return array
+    if fit == "resize":
+        rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(int)
+        cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(int)
+        return array[rows][:, cols]
+    if fit == "pad":
+        out = np.zeros((height, width))
+        src_r, dst_r, n_r = _centred(h, height)
+        src_c, dst_c, n_c = _centred(w, width)
+        out[dst_r:dst_r + n_r, dst_c:dst_c + n_c] = array[src_r:src_r + n_r, src_c:src_c + n_c]
+        return out
+    return None
+
+
+def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: int, width: int,
+                 activations: Sequence[dict], *, mapping: dict[int, int] | None = None,
+                 channels: Sequence[int] | None = None, digits: Sequence[dict] = (),
+                 false_positives: Sequence[dict] = (), removed: Sequence[dict] = (),
+                 added: Sequence[dict] = (), fig_height: int = 560) -> go.Figure:
+    """The image in grey with every active motif as a marker coloured by its channel (the
+    value on hover), ground-truth boxes coloured by status and false positives crossed."""
+    mapping = mapping or {}
+    shown = set(channels) if channels is not None else None
+    fig = go.Figure()
+    z = np.zeros((height, width)) if image is None else np.asarray(image, dtype=float)
+    fig.add_trace(go.Heatmap(
+        z=z, colorscale=[[0.0, "#ffffff"], [1.0, "#9a9a9a"]], zmin=0, zmax=1, showscale=False,
+        hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra></extra>", name="image"))
+
+    for digit in digits:
+        r0, c0, r1, c1 = digit["box"]
+        colour, dash = STATUS_STYLE.get(digit["status"], ("#333333", "solid"))
+        fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 - 0.5, y0=r0 - 0.5, y1=r1 - 0.5,
+                      line={"color": colour, "width": 2.5, "dash": dash})
+        text = f"{digit['digit']}: {digit['status']}"
+        if digit["status"] == "confused" and digit.get("channel") is not None:
+            text += f" (ch {digit['channel']})"
+        fig.add_annotation(x=(c0 + c1 - 1) / 2, y=r0 - 0.5, yanchor="bottom", text=text,
+                           showarrow=False, font={"color": colour, "size": 12},
+                           bgcolor="rgba(255,255,255,0.8)")
+
+    by_channel: dict[int, list[dict]] = {}
+    for a in activations:
+        by_channel.setdefault(int(a["channel"]), []).append(a)
+    # big markers for a sparse map (a handful of motifs), small ones when it is crowded
+    size = 14 if len(activations) <= 60 else 9 if len(activations) <= 400 else 6
+    for channel in sorted(by_channel):
+        if shown is not None and channel not in shown:
+            continue
+        points = by_channel[channel]
+        name = channel_name(channel, mapping)
+        fig.add_trace(go.Scatter(
+            x=[p["col"] for p in points], y=[p["row"] for p in points], mode="markers",
+            name=name, customdata=[p["value"] for p in points],
+            marker={"size": size, "color": channel_colour(channel),
+                    "line": {"color": "#111111", "width": 1 if size > 6 else 0.5}},
+            hovertemplate=f"{name}<br>row %{{y}}, col %{{x}}<br>value %{{customdata:.3f}}"
+                          "<extra></extra>"))
+
+    if false_positives:  # a red ring around the motif, which stays visible inside it
+        fig.add_trace(go.Scatter(
+            x=[p["col"] for p in false_positives], y=[p["row"] for p in false_positives],
+            mode="markers", name="false positive",
+            customdata=[[p["channel"], p["value"]] for p in false_positives],
+            marker={"symbol": "circle-open", "size": size + 8, "color": "#d7191c",
+                    "line": {"width": 2 if size > 6 else 1, "color": "#d7191c"}},
+            hovertemplate="false positive: ch %{customdata[0]}<br>row %{y}, col %{x}<br>"
+                          "value %{customdata[1]:.3f}<extra></extra>"))
+    if removed:
+        fig.add_trace(go.Scatter(
+            x=[p["col"] for p in removed], y=[p["row"] for p in removed], mode="markers",
+            name="removed", customdata=[p["channel"] for p in removed],
+            marker={"symbol": "circle-x-open", "size": 18, "color": "#444444",
+                    "line": {"width": 2, "color": "#444444"}},
+            hovertemplate="removed: ch %{customdata}<br>row %{y}, col %{x}<extra></extra>"))
+    if added:
+        fig.add_trace(go.Scatter(
+            x=[p["col"] for p in added], y=[p["row"] for p in added], mode="markers",
+            name="added", customdata=[[p["channel"], p["value"]] for p in added],
+            marker={"symbol": "star", "size": 20, "color": [channel_colour(p["channel"])
+                                                          for p in added],
+                    "line": {"width": 1.5, "color": "#111111"}},
+            hovertemplate="added: ch %{customdata[0]}<br>row %{y}, col %{x}<br>"
+                          "value %{customdata[1]:.3f}<extra></extra>"))
+
+    fig.update_xaxes(range=[-0.5, width - 0.5], showgrid=False, zeroline=False,
+                     constrain="domain", title_text="column")
+    fig.update_yaxes(range=[height - 0.5, -0.5], showgrid=False, zeroline=False,
+                     scaleanchor="x", constrain="domain", title_text="row")
+    # the legend sits in the bottom margin of the figure, clear of the axis title
+    fig.update_layout(height=fig_height, margin={"l": 10, "r": 10, "t": 30, "b": 90},
+                      plot_bgcolor="white", hoverlabel={"bgcolor": "white"},
+                      legend={"orientation": "h", "yref": "container", "yanchor": "bottom",
+                              "y": 0, "x": 0, "font": {"size": 12}})
+    return fig
+
+
+def crop_image(crop: Sequence[Sequence[float]], mark: tuple[int, int] | None = None,
+               scale: int = 8) -> np.ndarray:
+    """A crop as an RGB uint8 picture, upscaled with square pixels, ink dark on white and
+    the pixel `mark` (where the motif fired; default the centre) in red."""
+    a = np.asarray(crop, dtype=float)
+    grey = (255 - np.clip(a, 0, 1) * 200).astype(np.uint8)
+    rgb = np.stack([grey, grey, grey], axis=-1)
+    if a.ndim == 2 and a.size:
+        r, c = mark if mark is not None else (a.shape[0] // 2, a.shape[1] // 2)
+        if 0 <= r < a.shape[0] and 0 <= c < a.shape[1]:
+            rgb[r, c] = (215, 25, 28)
+    return np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8))
+
+
+# --- decoded sequences --------------------------------------------------------------------
+def sequence_text(sequence: Sequence[int]) -> str:
+    return " ".join(str(d) for d in sequence) if sequence else "(empty)"
+
+
+def confidence_rows(sequence: Sequence[int], probabilities: Sequence[float]) -> list[dict]:
+    """One row per emitted token, the end token last, with its probability in percent."""
+    tokens = [str(d) for d in sequence] + [END]
+    return [{"position": i + 1, "token": tok,
+             "confidence %": round(100.0 * float(p), 2)}
+            for i, (tok, p) in enumerate(zip(tokens, probabilities, strict=False))]
+
+
+def show_sequence(sequence: Sequence[int], probabilities: Sequence[float],
+                  label: Sequence[int] | None = None, *,
+                  title: str = "Decoded sequence") -> None:
+    st.markdown(f"**{title}**")
+    st.markdown(f"<div style='font-size:2rem;font-family:monospace;line-height:1.3'>"
+                f"{sequence_text(sequence)}</div>", unsafe_allow_html=True)
+    if label is not None:
+        if list(sequence) == list(label):
+            st.success(f"Matches the ground truth {sequence_text(label)}",
+                       icon=":material/check_circle:")
+        else:
+            st.warning(f"Ground truth is {sequence_text(label)}", icon=":material/cancel:")
+    rows = confidence_rows(sequence, probabilities)
+    if rows:
+        st.dataframe(rows, hide_index=True, width="content")

@@ -1,0 +1,110 @@
+"""Explore: one image, every active motif where it fires, the decoded sequence, and (for
+generated samples) how each ground-truth digit was found."""
+
+import streamlit as st
+
+from frontend import api_client as api
+from frontend.app_pages import _common as ui
+
+st.title("Explore motifs")
+model_id = ui.current_model()
+mapping = ui.channel_to_digit(model_id)
+
+pick, options = st.columns([3, 2], vertical_alignment="bottom")
+source = pick.radio("Image", ["Generate a DigitCircle sample", "Upload an image"],
+                    horizontal=True, key="explore_source")
+
+image = None
+label = None
+analysis = None
+if source.startswith("Generate"):
+    seed = int(options.number_input(
+        "Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="explore_seed",
+        help="Every seed draws one DigitCircle image, deterministically"))
+    sample = ui.call(api.get_sample, seed, what=f"generate sample {seed}")
+    result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
+    analysis = ui.call(api.analysis_for_sample, model_id, seed, what="analyse the sample")
+    image, label = sample["image"], sample["label"]
+else:
+    fit = options.selectbox(
+        "If the image is not the model's size", ["pad", "resize", "none"], key="explore_fit",
+        help="pad: centre it (padding or cropping); resize: nearest-neighbour; none: refuse")
+    upload = st.file_uploader("PNG, JPEG or NPY image; ink bright on dark, like DigitCircle "
+                              "(grey levels above 127 count as ink)",
+                              type=["png", "jpg", "jpeg", "npy"], key="explore_upload")
+    if upload is None:
+        st.info("Upload an image to see its motifs, or switch to a generated sample.")
+        st.stop()
+    data = upload.getvalue()
+    result = ui.call(api.activations_for_upload, model_id, upload.name, data,
+                     upload.type or "application/octet-stream", fit,
+                     what=f"run the model on {upload.name}")
+    image = result.get("image")  # the backend may echo the image it saw
+    if image is None:
+        preview = ui.decode_upload(upload.name, data)
+        if preview is not None:
+            image = ui.fit_for_display(preview, result["height"], result["width"], fit)
+        if image is None:
+            st.caption("The upload cannot be previewed here; motifs are drawn on a blank "
+                       "canvas of the model's size.")
+
+activations = result["activations"]
+present = sorted({int(a["channel"]) for a in activations})
+all_channels = list(range(int(result.get("channels") or 10)))
+
+left, right = st.columns([3, 2], gap="large")
+with right:
+    ui.show_sequence(result["sequence"], result["probabilities"], label)
+    c1, c2 = st.columns(2)
+    c1.metric("Active motifs", result["n_active"])
+    c2.metric("Density", f"{result['density']:.2e}")
+    shown = st.pills(
+        "Channels to draw", all_channels, selection_mode="multi", default=all_channels,
+        wrap=True,
+        key=f"explore_channels_{len(all_channels)}",
+        format_func=lambda c: ui.channel_name(c, mapping) + ("" if c in present else " ·off"),
+        help="Click a channel to hide or show its motifs. '·off': silent on this image.")
+
+digits = analysis["digits"] if analysis else []
+false_positives = analysis["false_positives"] if analysis else []
+drawn = ui.strongest(activations, channels=shown)
+drawn_fp = ui.strongest(false_positives, ui.MAX_FALSE_POSITIVES, channels=shown)
+with left:
+    fig = ui.motif_figure(image, result["height"], result["width"], drawn, mapping=mapping,
+                          digits=digits, false_positives=drawn_fp, fig_height=700)
+    st.plotly_chart(fig, key="explore_figure")
+    on_shown = len(ui.strongest(activations, limit=len(activations), channels=shown))
+    if len(drawn) < on_shown:
+        st.warning(f"This map is far from sparse: drawing the {len(drawn):,} strongest of "
+                   f"{on_shown:,} active motifs on the chosen channels.", icon=":material/warning:")
+    legend = "Grey: the image. Dots: active motifs, coloured by channel (hover for the value)."
+    if analysis:
+        legend += (" Boxes: ground-truth digits, green = hit, orange dotted = confused (a "
+                   "channel assigned to another digit), red dashed = missed. Red rings: false "
+                   "positives (active outside every digit box).")
+    st.caption(legend)
+
+with right:
+    if analysis:
+        counts = {s: sum(d["status"] == s for d in digits) for s in ("hit", "confused", "missed")}
+        st.markdown(f"**Ground truth**: {len(digits)} digits: {counts['hit']} hit, "
+                    f"{counts['confused']} confused, {counts['missed']} missed; "
+                    f"{len(false_positives)} false-positive pixels.")
+        st.dataframe([{"digit": d["digit"], "status": d["status"], "channel": d.get("channel"),
+                       "channel's digit": mapping.get(d["channel"])
+                       if d.get("channel") is not None else None,
+                       "value": None if d.get("value") is None else round(d["value"], 3)}
+                      for d in digits],
+                     hide_index=True, width="stretch")
+    elif source.startswith("Upload"):
+        st.caption("Uploads have no ground truth, so nothing is marked hit or missed.")
+
+with st.expander("Channel-to-digit assignment", expanded=bool(analysis)):
+    if mapping:
+        st.caption("From the checkpoint's evaluation: the one-to-one assignment that best "
+                   "matches channels to the digits they fire on (Hungarian algorithm).")
+        st.dataframe([{"channel": c, "digit": d, "active here": c in present}
+                      for c, d in sorted(mapping.items())], hide_index=True, width="content")
+    else:
+        st.caption("This checkpoint has no evaluation yet, so channels are not assigned to "
+                   "digits (run `sparling evaluate`).")

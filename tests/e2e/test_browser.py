@@ -1,0 +1,227 @@
+"""End to end in headless Chromium: the real backend on two tiny checkpoints, the Streamlit
+app, and a browser clicking through it. Screenshots land in test-artifacts/.
+
+    .venv/bin/python -m pytest tests/e2e -m e2e
+
+Needs /usr/bin/chromium (scripts/install_chromium.sh); skipped with that reason without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import urllib.request
+
+import pytest
+
+from .conftest import ARTIFACTS, start_backend
+
+pytestmark = pytest.mark.e2e
+
+
+# --- helpers -------------------------------------------------------------------------------
+def api(backend, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(backend.url + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def seq(digits) -> str:
+    return " ".join(str(d) for d in digits) if digits else "(empty)"
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the current run (its status widget, with the Stop
+    button, is shown only while a script runs) and the charts have drawn."""
+    page.wait_for_timeout(400)
+    for _ in range(2):  # twice: a rerun may start just after the first one ends
+        page.wait_for_function(
+            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+            timeout=90_000)
+        page.wait_for_timeout(400)
+    page.wait_for_function(  # every chart on the page has drawn its SVG
+        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+        ".every(c => c.querySelector('.main-svg'))", timeout=30_000)
+    page.wait_for_timeout(300)
+
+
+def open_app(page, url: str, heading: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=heading).wait_for()
+    settle(page)
+    assert_no_exception(page)
+
+
+def assert_no_exception(page) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def main_text(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def choose(page, label: str, option: str | re.Pattern) -> None:
+    """Pick `option` in the selectbox or multiselect labelled `label`."""
+    widget = page.locator('[data-testid="stSelectbox"], [data-testid="stMultiSelect"]').filter(
+        has=page.get_by_text(label, exact=True))
+    widget.locator('[role="combobox"], input').first.click()
+    page.get_by_role("option", name=option).first.click()
+    settle(page)
+
+
+def svg_texts(locator) -> list[str]:
+    """Texts of SVG elements (they have no innerText)."""
+    return locator.evaluate_all("els => els.map(e => e.textContent)")
+
+
+def legend_names(page, chart: int = 0) -> list[str]:
+    return svg_texts(page.locator(".js-plotly-plot").nth(chart).locator(".legendtext"))
+
+
+# --- tests ---------------------------------------------------------------------------------
+def test_explore_generated_sample(page, backend, frontend):
+    open_app(page, frontend.url, "Explore motifs")
+    page.get_by_label("Seed", exact=True).fill("7")
+    page.get_by_label("Seed", exact=True).press("Enter")
+    sample = api(backend, "/v1/samples/7")
+    expected = api(backend, "/v1/models/tiny-a/analysis", {"seed": 7})
+    page.get_by_text(re.compile(f"(Ground truth is|Matches the ground truth) "
+                                f"{re.escape(seq(sample['label']))}")).wait_for()
+    settle(page)
+    shot(page, "01-explore-sample")
+    assert_no_exception(page)
+
+    text = main_text(page)
+    assert seq(expected["sequence"]) in text  # the decoded sequence, as the backend decodes
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # confidences, digits
+    assert f"{len(sample['motifs'])} digits:" in text
+    # the overlay: one legend entry per active channel, one labelled box per digit
+    plot = page.locator(".js-plotly-plot").first
+    plot.locator(".legendtext").first.wait_for()
+    names = legend_names(page)
+    assert any(n.startswith("ch ") for n in names), names
+    labels = svg_texts(plot.locator(".annotation-text"))
+    assert len(labels) == len(sample["motifs"])
+    assert all(re.match(r"\d: (hit|missed|confused)", t) for t in labels), labels
+    assert plot.locator(".scatterlayer .point").count() > 0
+    assert "Channel-to-digit assignment" in text
+
+
+def test_explore_uploaded_png(page, backend, frontend, tmp_path):
+    sample = api(backend, "/v1/samples/3")
+    png = tmp_path / "digits.png"
+    png.write_bytes(base64.b64decode(sample["png_base64"]))
+    expected = api(backend, "/v1/models/tiny-a/activations", {"image": sample["image"]})
+
+    open_app(page, frontend.url, "Explore motifs")
+    page.get_by_text("Upload an image", exact=True).click()
+    page.get_by_text("Upload an image to see its motifs").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(png))
+    page.get_by_text("Uploads have no ground truth").wait_for()
+    settle(page)
+    assert_no_exception(page)
+    text = main_text(page)
+    assert seq(expected["sequence"]) in text
+    assert f"{expected['n_active']:,}".replace(",", "") in text.replace(",", "")
+    assert page.locator(".js-plotly-plot .scatterlayer .point").count() > 0
+    shot(page, "02-explore-upload")
+
+
+def test_channel_page(page, backend, frontend):
+    open_app(page, frontend.url + "/channels", "Channels")
+    choose(page, "Channel", re.compile(r"^Channel 2\b"))
+    expected = api(backend, "/v1/models/tiny-a/channels/2")
+    page.get_by_text("Top-activating crops").wait_for()
+    settle(page)
+    assert_no_exception(page)
+    metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
+    assert any("Aligned digit" in m and str(expected["digit"]) in m for m in metrics), metrics
+    assert page.locator('[data-testid="stImage"]').count() == len(expected["top_crops"]) > 0
+    assert page.locator(".js-plotly-plot .bars path").count() > 0  # the value histogram
+    shot(page, "03-channels")
+
+
+def test_intervention_changes_the_decoding(page, backend, frontend):
+    open_app(page, frontend.url + "/intervene", "Intervene on the motif map")
+    assert "Nothing edited yet" in main_text(page)
+    # remove the strongest motif
+    widget = page.locator('[data-testid="stMultiSelect"]').filter(
+        has=page.get_by_text("Remove active motifs", exact=True))
+    widget.locator("input").first.click()
+    option = page.get_by_role("option", name=re.compile(r"^ch \d+")).first
+    label = option.inner_text()
+    option.click()
+    page.keyboard.press("Escape")
+    settle(page)
+    chosen = re.match(r"ch (\d+)(?: → digit \d+)? at \((\d+), (\d+)\)", label)
+    assert chosen, label
+    channel, row, col = map(int, chosen.groups())
+    expected = api(backend, "/v1/models/tiny-a/intervene",
+                   {"seed": 0, "remove": [{"channel": channel, "row": row, "col": col}]})
+    page.get_by_text("After the edit").wait_for()
+    assert expected["removed"] == 1
+    text = main_text(page)
+    assert seq(expected["after"]["sequence"]) in text
+    assert re.search("The decoded sequence (changed|did not change)", text)
+    assert "removed" in legend_names(page)
+
+    # plant a motif as well
+    page.get_by_text("Add a motif", exact=True).click()
+    settle(page)
+    page.get_by_label("Value", exact=True).fill("5")
+    page.get_by_label("Value", exact=True).press("Enter")
+    settle(page)
+    assert_no_exception(page)
+    assert "added" in legend_names(page)
+    shot(page, "04-intervene")
+
+
+@pytest.mark.parametrize("path, heading, must_show", [
+    ("/alignment", "Alignment with the ground truth", "Metrics vs the paper"),
+    ("/training", "Training curves", "Samples seen"),
+    ("/compare", "Compare two checkpoints", "Checkpoint B"),
+])
+def test_other_pages_render(page, frontend, path, heading, must_show):
+    open_app(page, frontend.url + path, heading)
+    page.locator(".js-plotly-plot").first.wait_for()
+    settle(page)
+    assert must_show in main_text(page)
+    if path == "/compare":
+        assert page.locator(".js-plotly-plot").count() == 2
+    shot(page, f"05-{path.strip('/')}")
+
+
+def test_backend_down_is_reported_then_recovers(page, backend, frontend, checkpoints):
+    """Runs last: stops the module's backend, then brings one up on the same port."""
+    open_app(page, frontend.url, "Explore motifs")
+    backend.stop()
+    page.reload()
+    settle(page)
+    # answers already cached are still shown; forgetting them makes the app ask again
+    page.get_by_role("button", name="Refresh data").click()
+    alert = page.locator('[data-testid="stAlertContentError"]').first
+    alert.wait_for()
+    message = alert.inner_text()
+    assert f"Cannot reach the backend at {backend.url}" in message
+    assert "Backend URL" in message
+    assert_no_exception(page)
+    shot(page, "06-backend-down")
+
+    revived = start_backend(checkpoints, backend.port, name="backend-restarted")
+    try:
+        page.get_by_role("button", name="Retry").click()
+        page.locator(".js-plotly-plot").first.wait_for()
+        settle(page)
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+        assert_no_exception(page)
+    finally:
+        revived.stop()
