@@ -176,7 +176,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             # Validate in eval mode, let the schedule anneal, log, and save.
             last_val = samples_seen - samples_seen % config.val_every
             accuracy, realised = exact_match_accuracy(model, val_images, val_labels)
-            lowered = schedule.step(samples_seen, accuracy)
+            # once the target is reached the density stays put for `finish_samples`
+            lowered = finish_from is None and schedule.step(samples_seen, accuracy)
             if schedule.done and finish_from is None:
                 finish_from = samples_seen
             model.set_density(schedule.density)

@@ -90,3 +90,15 @@ def test_sigkill_then_resume(tmp_path):
     assert ckpt.meta["samples_seen"] == saved + 8
     samples = [h["samples"] for h in ckpt.history]
     assert samples == sorted(set(samples)) and samples[-1] == saved + 8
+
+
+def test_finish_samples_hold_the_target_density(tmp_path, monkeypatch):
+    import sparling_core.train as train_module
+
+    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3,
+                  max_samples=400, target_density=0.5 * 0.75**2, finish_samples=16)
+    ckpt = load_checkpoint(train(cfg, progress=False))
+    assert ckpt.meta["samples_seen"] == 16 + 16  # target after two validations, then 16 more
+    assert [h["lowered"] for h in ckpt.history] == [True, True, False, False]
+    assert abs(ckpt.model.density - 0.5 * 0.75**2) < 1e-12

@@ -48,6 +48,13 @@ def settle(page) -> None:
     page.wait_for_timeout(300)
 
 
+def wait_count(page, selector: str, at_least: int = 1, timeout: int = 60_000) -> int:
+    """Wait until `selector` matches at least `at_least` elements (Streamlit renders
+    dataframes and images a moment after the script run ends), then count them."""
+    page.locator(selector).nth(at_least - 1).wait_for(state="attached", timeout=timeout)
+    return page.locator(selector).count()
+
+
 def open_app(page, url: str, heading: str) -> None:
     page.goto(url)
     page.get_by_role("heading", name=heading).wait_for()
@@ -87,6 +94,11 @@ def legend_names(page, chart: int = 0) -> list[str]:
     return svg_texts(page.locator(".js-plotly-plot").nth(chart).locator(".legendtext"))
 
 
+def legend_entry(page, name: str, chart: int = 0):
+    """The legend entry `name` of a chart, to wait for: plotly redraws after Streamlit."""
+    return page.locator(".js-plotly-plot").nth(chart).locator(".legendtext", has_text=name)
+
+
 # --- tests ---------------------------------------------------------------------------------
 def test_explore_generated_sample(page, backend, frontend):
     open_app(page, frontend.url, "Explore motifs")
@@ -100,9 +112,11 @@ def test_explore_generated_sample(page, backend, frontend):
     shot(page, "01-explore-sample")
     assert_no_exception(page)
 
+    assert wait_count(page, '[data-testid="stDataFrame"]', 2) >= 2  # confidences, digits
+    page.get_by_text(f"{len(sample['motifs'])} digits:").first.wait_for()
+    page.get_by_text("Channel-to-digit assignment").first.wait_for()
     text = main_text(page)
     assert seq(expected["sequence"]) in text  # the decoded sequence, as the backend decodes
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # confidences, digits
     assert f"{len(sample['motifs'])} digits:" in text
     # the overlay: one legend entry per active channel, one labelled box per digit
     plot = page.locator(".js-plotly-plot").first
@@ -112,7 +126,7 @@ def test_explore_generated_sample(page, backend, frontend):
     labels = svg_texts(plot.locator(".annotation-text"))
     assert len(labels) == len(sample["motifs"])
     assert all(re.match(r"\d: (hit|missed|confused)", t) for t in labels), labels
-    assert plot.locator(".scatterlayer .point").count() > 0
+    assert wait_count(page, ".js-plotly-plot .scatterlayer .point") > 0
     assert "Channel-to-digit assignment" in text
 
 
@@ -132,7 +146,7 @@ def test_explore_uploaded_png(page, backend, frontend, tmp_path):
     text = main_text(page)
     assert seq(expected["sequence"]) in text
     assert f"{expected['n_active']:,}".replace(",", "") in text.replace(",", "")
-    assert page.locator(".js-plotly-plot .scatterlayer .point").count() > 0
+    assert wait_count(page, ".js-plotly-plot .scatterlayer .point") > 0
     shot(page, "02-explore-upload")
 
 
@@ -145,8 +159,10 @@ def test_channel_page(page, backend, frontend):
     assert_no_exception(page)
     metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any("Aligned digit" in m and str(expected["digit"]) in m for m in metrics), metrics
-    assert page.locator('[data-testid="stImage"]').count() == len(expected["top_crops"]) > 0
-    assert page.locator(".js-plotly-plot .bars path").count() > 0  # the value histogram
+    assert len(expected["top_crops"]) > 0
+    assert wait_count(page, '[data-testid="stImage"]', len(expected["top_crops"])) == len(
+        expected["top_crops"])
+    assert wait_count(page, ".js-plotly-plot .bars path") > 0  # the value histogram
     shot(page, "03-channels")
 
 
@@ -168,10 +184,13 @@ def test_intervention_changes_the_decoding(page, backend, frontend):
     expected = api(backend, "/v1/models/tiny-a/intervene",
                    {"seed": 0, "remove": [{"channel": channel, "row": row, "col": col}]})
     page.get_by_text("After the edit").wait_for()
+    page.get_by_text(re.compile("The decoded sequence (changed|did not change)")).first.wait_for(
+        timeout=60_000)
     assert expected["removed"] == 1
     text = main_text(page)
     assert seq(expected["after"]["sequence"]) in text
     assert re.search("The decoded sequence (changed|did not change)", text)
+    legend_entry(page, "removed").wait_for()
     assert "removed" in legend_names(page)
 
     # plant a motif as well
@@ -181,6 +200,7 @@ def test_intervention_changes_the_decoding(page, backend, frontend):
     page.get_by_label("Value", exact=True).press("Enter")
     settle(page)
     assert_no_exception(page)
+    legend_entry(page, "added").wait_for()
     assert "added" in legend_names(page)
     shot(page, "04-intervene")
 
@@ -196,7 +216,7 @@ def test_other_pages_render(page, frontend, path, heading, must_show):
     settle(page)
     assert must_show in main_text(page)
     if path == "/compare":
-        assert page.locator(".js-plotly-plot").count() == 2
+        assert wait_count(page, ".js-plotly-plot", 2) == 2
     shot(page, f"05-{path.strip('/')}")
 
 
