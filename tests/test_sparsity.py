@@ -47,8 +47,9 @@ def test_matches_reference_package(per_channel, shape, capsys):
 @pytest.mark.parametrize("r", [1, 2, 5, 64, 65, 1000, 30_000])
 def test_rth_largest_matches_kthvalue(r):
     torch.manual_seed(r)
-    values = torch.randn(4, 3, 20_000)  # (C, N, L)
-    expected = values.reshape(4, -1).kthvalue(values[0].numel() - r + 1, dim=1).values
+    values = torch.randn(3, 4, 20_000)  # (N, C, L)
+    flat = values.transpose(0, 1).reshape(4, -1)
+    expected = flat.kthvalue(flat.shape[1] - r + 1, dim=1).values
     assert torch.equal(_rth_largest_per_row(values, r), expected)
 
 
@@ -58,7 +59,7 @@ def test_density_achieved(density, tolerance, per_channel):
     torch.manual_seed(1)
     layer = SpatialSparsity(4, 1 - density, per_channel=per_channel)
     scale = torch.tensor([1.0, 2.0, 0.5, 3.0]).view(1, 4, 1, 1)
-    for _ in range(30):  # let the momentum settle (0.9 ** 30 = 4%)
+    for _ in range(60):  # let the momentum settle (0.9 ** 60 = 0.2%)
         layer(torch.randn(32, 4, 100, 100) * scale)
     realised = torch.stack([(layer(torch.randn(32, 4, 100, 100) * scale) > 0).float().mean()
                             for _ in range(6)]).mean().item()
