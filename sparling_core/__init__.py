@@ -1,0 +1,51 @@
+"""Sparling: networks with extremely sparse, interpretable activations.
+
+The public API; everything else is an implementation detail.
+"""
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .domains import digit_circle
+from .evaluate import PAPER_DENSITY, PAPER_RESULTS, evaluate
+from .metrics import MotifStats, align_image, channel_assignment, sequence_error
+from .model import ModelConfig, SparlingModel, digit_circle_small, digit_circle_tiny
+from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
+from .sparsity import (
+    KLSparsity,
+    L1Sparsity,
+    NoSparsity,
+    SparsityLayer,
+    SpatialSparsity,
+    TopKSparsity,
+    make_sparsity_layer,
+)
+from .train import TrainConfig, train
+
+__all__ = [
+    "AdaptiveSparsitySchedule",
+    "Checkpoint",
+    "CheckpointError",
+    "FixedSparsitySchedule",
+    "KLSparsity",
+    "L1Sparsity",
+    "ModelConfig",
+    "MotifStats",
+    "NoSparsity",
+    "PAPER_DENSITY",
+    "PAPER_RESULTS",
+    "SparlingModel",
+    "SparsityLayer",
+    "SpatialSparsity",
+    "TopKSparsity",
+    "TrainConfig",
+    "align_image",
+    "channel_assignment",
+    "digit_circle",
+    "digit_circle_small",
+    "digit_circle_tiny",
+    "evaluate",
+    "load_checkpoint",
+    "make_sparsity_layer",
+    "save_checkpoint",
+    "sequence_error",
+    "train",
+]
