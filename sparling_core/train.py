@@ -36,7 +36,7 @@ __all__ = ["TrainConfig", "train"]
 
 @dataclass
 class TrainConfig:
-    out: str = "checkpoints/digit-circle-mt"
+    out: str = "runs/digit-circle-mt"  # not checkpoints/: never overwrite a shipped model
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 32
     lr: float = 1e-3
