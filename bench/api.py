@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from backend.process import free_port, start_server, stop_server  # noqa: E402
 from sparling_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
 from sparling_core.model import SparlingModel, digit_circle_tiny  # noqa: E402
@@ -53,47 +53,19 @@ def build_tiny_checkpoint(folder: Path, density: float = 1e-3) -> Path:
     return save_checkpoint(folder, model)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def start_server(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "SPARLING_CHECKPOINTS": str(checkpoints),
-           "SPARLING_MAX_UPLOAD_BYTES": "20000000"}
-    env.pop("SPARLING_API_KEY", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "backend.main:app",
-                                 "--host", "127.0.0.1", "--port", str(port),
-                                 "--log-level", "warning"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"uvicorn exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    stop_server(proc)
-    raise SystemExit(f"uvicorn not ready after 120 s:\n{log.read_text()}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def start_api(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {"SPARLING_CHECKPOINTS": str(checkpoints), "SPARLING_MAX_UPLOAD_BYTES": "20000000",
+           "SPARLING_API_KEY": ""}  # empty = no key
+    command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    try:
+        return start_server(command, env, log, port, timeout=120)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from e
 
 
 def bare_forward(model: SparlingModel, image: np.ndarray, n: int) -> list[float]:
@@ -168,7 +140,7 @@ def main() -> None:
         bare = bare_forward(ck.model, image, args.requests)
         motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
         n_active = int(ck.model.bottleneck.active(motifs).sum())
-        proc = start_server(served, port, tmp / "uvicorn.log")
+        proc = start_api(served, port, tmp / "uvicorn.log")
         rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare))]
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)

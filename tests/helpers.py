@@ -43,3 +43,11 @@ def make_tiny_checkpoint(folder: Path, steps: int = 3, density: float = 0.01,
     metrics = evaluate(model, n=evaluate_n) if evaluate_n else None
     return save_checkpoint(folder, model, samples_seen=steps * 8, metrics=metrics,
                            history=history)
+
+
+def shared_tiny_checkpoint(tmp_path_factory) -> Path:
+    """One tiny checkpoint per test session, shared by the modules that only read it."""
+    shared = tmp_path_factory.getbasetemp() / "shared-checkpoints" / "tiny"
+    if not (shared / "history.jsonl").exists():  # written last
+        make_tiny_checkpoint(shared)
+    return shared

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from helpers import make_tiny_checkpoint  # noqa: E402
+from helpers import shared_tiny_checkpoint  # noqa: E402
 
 from backend.main import create_app  # noqa: E402
 from backend.settings import Settings  # noqa: E402
@@ -42,9 +42,7 @@ CASES = [pytest.param(method, path, mode, id=f"{name}-{method} {path}")
 
 @pytest.fixture(scope="module")
 def api_app(tmp_path_factory):
-    shared = tmp_path_factory.getbasetemp() / "shared-checkpoints" / "tiny"
-    if not (shared / "history.jsonl").exists():  # written last
-        make_tiny_checkpoint(shared)
+    shared = shared_tiny_checkpoint(tmp_path_factory)
     root = tmp_path_factory.mktemp("fuzz-checkpoints")
     shutil.copytree(shared, root / "tiny")
     (root / "broken").mkdir()

@@ -5,13 +5,9 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -20,54 +16,15 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from helpers import make_tiny_checkpoint  # noqa: E402
+from helpers import shared_tiny_checkpoint  # noqa: E402
 
+from backend.process import free_port, start_server, stop_server  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(command: list[str], env: dict[str, str], log: pathlib.Path, port: int,
-                 timeout: float = 90.0) -> subprocess.Popen:
-    """Start the server and wait until /v1/ready answers 200."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    stop_server(proc)
-    raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    shared = tmp_path_factory.getbasetemp() / "shared-checkpoints" / "tiny"
-    if not (shared / "history.jsonl").exists():  # written last
-        make_tiny_checkpoint(shared)
+    shared = shared_tiny_checkpoint(tmp_path_factory)
     root = tmp_path_factory.mktemp("server-checkpoints")
     shutil.copytree(shared, root / "tiny")
     (root / "broken").mkdir()
