@@ -4,9 +4,12 @@
       -> MotifModel: space-to-depth 2x2, 3x3 residual convs at 50x50, 1x1 conv, depth-to-space
          -> motif logits (N, 10, 100, 100), receptive field 2 * (1 + 2 * layers) px
       -> sparsity layer (MT by default)  -> sparse motif map (N, 10, 100, 100)
-      -> MotifDecoder: max-pool into cells, keep the strongest cells as a set of tokens with
-         centroid-relative position features, transformer encoder, autoregressive
-         transformer decoder -> digit sequence
+      -> decoder -> digit sequence, one of
+         ChannelDecoder ("channels", default): one token per channel (its activation mass
+           and mass-weighted place), tokens sorted by angle around the centroid of the
+           active channels, transformer encoder, autoregressive transformer decoder
+         MotifDecoder ("cells"): max-pool into a grid of cell tokens with centroid-relative
+           position features, transformer encoder and decoder (generic, slow to learn)
 
 Compute goes into the motif model (it must find 12 x 9 stamps in heavy noise); the
 downstream task (read <= 6 points, emit a short cyclic sequence) gets a small decoder.
@@ -39,6 +42,7 @@ NUM_CLASSES = 10
 EOS = 10  # output vocabulary: digits 0-9 and end of sequence
 BOS = 11  # decoder input only
 IGNORE = -100
+DECODER_KINDS = ("channels", "cells")
 
 
 @dataclass
@@ -52,7 +56,8 @@ class ModelConfig:
     penalty_weight: float = 1.0  # lambda of the L1 / KL baselines
     accumulate_survivors: float | None = None  # pool batches for the quantile (MT / ST)
     initial_density: float = 0.5
-    pool: int = 4  # decoder cell size in pixels
+    decoder: str = "channels"  # channels (angular channel tokens) | cells (cell grid)
+    pool: int = 4  # cell size in pixels of the "cells" decoder
     d_model: int = 64
     n_heads: int = 4
     encoder_layers: int = 2
@@ -66,6 +71,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.sparsity not in SPARSITY_KINDS:
             raise ValueError(f"sparsity must be one of {SPARSITY_KINDS}, got {self.sparsity!r}")
+        if self.decoder not in DECODER_KINDS:
+            raise ValueError(f"decoder must be one of {DECODER_KINDS}, got {self.decoder!r}")
         if self.image_size % 2 or self.image_size % self.pool:
             raise ValueError("image_size must be even and divisible by pool")
         if self.d_model % self.n_heads:
@@ -130,6 +137,29 @@ class MotifModel(nn.Module):
         return F.pixel_shuffle(x, 2)  # (N, C, H, W)
 
 
+class _SequenceHead(nn.Module):
+    """Autoregressive transformer decoder over a memory of tokens: teacher-forced logits."""
+
+    def __init__(self, d_model: int, n_heads: int, layers: int, max_len: int):
+        super().__init__()
+        dec = nn.TransformerDecoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+                                         batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(dec, layers)
+        self.token_embedding = nn.Embedding(BOS + 1, d_model)
+        self.position_embedding = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+        self.norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, EOS + 1)
+
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
+                inputs: torch.Tensor) -> torch.Tensor:
+        t = inputs.shape[1]
+        x = self.token_embedding(inputs) + self.position_embedding[:t]
+        causal = nn.Transformer.generate_square_subsequent_mask(t, device=inputs.device)
+        h = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=mask,
+                         tgt_is_causal=True)
+        return self.out(self.norm(h))
+
+
 class MotifDecoder(nn.Module):
     """Decoder h: reads the whole sparse motif map as a grid of cell tokens, emits the sequence.
 
@@ -153,13 +183,7 @@ class MotifDecoder(nn.Module):
         enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
-        dec = nn.TransformerDecoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
-                                         batch_first=True, norm_first=True)
-        self.decoder = nn.TransformerDecoder(dec, decoder_layers)
-        self.token_embedding = nn.Embedding(BOS + 1, d_model)
-        self.position_embedding = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
-        self.norm = nn.LayerNorm(d_model)
-        self.out = nn.Linear(d_model, EOS + 1)
+        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len)
 
     def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, None]:
         """motifs (N, C, H, W) -> memory (N, h * w, d) over the cell grid."""
@@ -185,12 +209,84 @@ class MotifDecoder(nn.Module):
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
                 inputs: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits: inputs (N, T) token ids starting with BOS -> (N, T, 11)."""
-        t = inputs.shape[1]
-        x = self.token_embedding(inputs) + self.position_embedding[:t]
-        causal = nn.Transformer.generate_square_subsequent_mask(t, device=inputs.device)
-        h = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=mask,
-                         tgt_is_causal=True)
-        return self.out(self.norm(h))
+        return self.head(memory, mask, inputs)
+
+
+class ChannelDecoder(nn.Module):
+    """Decoder h for point-like motifs: one token per channel, in angular order.
+
+    Each channel is summarised by its activation mass, peak, and mass-weighted place. The
+    channels that fire at all are sorted by their angle around the centroid of the firing
+    channels (the DigitCircle answer is a cyclic order), and each token gets its cyclic
+    rank among them. A transformer encoder over the <= C tokens and an autoregressive
+    decoder then only have to name each channel's digit and rotate the cycle. The sort
+    is an index operation; the gradient reaches the motif values through mass, peak and
+    place. Nothing here sees motif positions from the data: only the sparse map.
+    """
+
+    RANK_HARMONICS = 3
+
+    def __init__(self, channels: int, image_size: int, d_model: int, n_heads: int,
+                 encoder_layers: int, decoder_layers: int, max_len: int):
+        super().__init__()
+        self.channels = channels
+        coords = (torch.arange(image_size).float() + 0.5) / image_size * 2 - 1
+        self.register_buffer("coords", coords, persistent=False)
+        self.channel_embedding = nn.Parameter(torch.randn(channels, d_model) * 0.02)
+        self.features = nn.Sequential(nn.Linear(10, d_model), nn.ReLU(),
+                                      nn.Linear(d_model, d_model))
+        self.rank_proj = nn.Linear(2 * self.RANK_HARMONICS, d_model)
+        enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+                                         batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
+        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len)
+
+    def summarise(self, motifs: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> per-channel features (N, C, 10), the angular order of the
+        channels (N, C) (firing ones by angle, then the silent ones) and which fire (N, C)."""
+        m = motifs.float()
+        row_mass, col_mass = m.sum(3), m.sum(2)  # (N, C, H), (N, C, W)
+        mass = row_mass.sum(2)  # (N, C)
+        safe = mass.clamp_min(1e-12)
+        place = torch.stack([(row_mass * self.coords).sum(2) / safe,
+                             (col_mass * self.coords).sum(2) / safe], -1)  # (N, C, 2)
+        present = mass > 0
+        share = mass / mass.amax(1, keepdim=True).clamp_min(1e-12)  # (N, C) in [0, 1]
+        centroid = ((share[..., None] * place).sum(1, keepdim=True)
+                    / share.sum(1)[:, None, None].clamp_min(1e-12))
+        rel = place - centroid
+        radius = rel.norm(dim=-1, keepdim=True)
+        direction = rel / radius.clamp_min(1e-3)
+        count = present.sum(1).clamp_min(1).float()  # (N,)
+        features = torch.cat([
+            torch.log1p(mass)[..., None], torch.log1p(m.amax(dim=(2, 3)))[..., None],
+            share[..., None], present.float()[..., None], place, direction, radius,
+            (count / self.channels)[:, None, None].expand_as(radius),
+        ], -1)
+        # angle from the row axis towards the column axis: the label's increasing angle
+        angle = torch.atan2(rel[..., 1], rel[..., 0]).detach()
+        order = torch.where(present, angle, torch.full_like(angle, 10.0)).argsort(1)
+        return features, order, present
+
+    def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> memory (N, C, d) in angular order, key padding mask."""
+        features, order, present = self.summarise(motifs)
+        tokens = self.features(features) + self.channel_embedding  # (N, C, d)
+        tokens = tokens.gather(1, order[..., None].expand_as(tokens))
+        count = present.sum(1).clamp_min(1).float()
+        rank = torch.arange(self.channels, device=motifs.device).float() / count[:, None]
+        harmonics = (2 * math.pi * rank)[..., None] * torch.arange(
+            1, self.RANK_HARMONICS + 1, device=motifs.device)
+        tokens = tokens + self.rank_proj(torch.cat([harmonics.cos(), harmonics.sin()], -1))
+        mask = ~present.gather(1, order)
+        mask[:, 0] = False  # an empty map still leaves one key to attend to
+        return self.encoder(tokens, src_key_padding_mask=mask), mask
+
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
+                inputs: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits: inputs (N, T) token ids starting with BOS -> (N, T, 11)."""
+        return self.head(memory, mask, inputs)
 
 
 @dataclass
@@ -242,11 +338,17 @@ class SparlingModel(nn.Module):
             batch_norm=config.batch_norm, penalty_weight=config.penalty_weight,
             accumulate_survivors=config.accumulate_survivors,
         )
-        self.decoder = MotifDecoder(
-            config.motif_channels, config.image_size, config.pool, 0,
-            config.d_model, config.n_heads, config.encoder_layers, config.decoder_layers,
-            max_len=config.max_digits + 1,
-        )
+        self.decoder: ChannelDecoder | MotifDecoder
+        if config.decoder == "channels":
+            self.decoder = ChannelDecoder(
+                config.motif_channels, config.image_size, config.d_model, config.n_heads,
+                config.encoder_layers, config.decoder_layers, max_len=config.max_digits + 1)
+        else:
+            self.decoder = MotifDecoder(
+                config.motif_channels, config.image_size, config.pool, 0,
+                config.d_model, config.n_heads, config.encoder_layers, config.decoder_layers,
+                max_len=config.max_digits + 1,
+            )
         self.presence = nn.Linear(config.motif_channels, NUM_CLASSES)
 
     def sparse_motifs(self, images: torch.Tensor) -> torch.Tensor:
