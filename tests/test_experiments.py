@@ -1,0 +1,105 @@
+"""experiments/ablations.py end to end on a tiny model: train, evaluate, ship, table."""
+
+import importlib
+import json
+import pathlib
+import sys
+
+import pytest
+
+from sparling_core.checkpoint import load_checkpoint
+from sparling_core.model import digit_circle_tiny
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ablations():
+    # imported as a package module, so that worker processes can unpickle its functions
+    sys.path.insert(0, str(ROOT))
+    return importlib.import_module("experiments.ablations")
+
+
+def _tiny_config(tmp_path: pathlib.Path) -> pathlib.Path:
+    config = {"model": digit_circle_tiny().to_dict(), "batch_size": 8, "val_every": 16,
+              "val_size": 8, "decay_per_sample": 1e-3, "initial_threshold": -1.0,
+              "min_threshold": -1.0, "lr": 1e-3}
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_runs_evaluates_ships_and_tabulates(ablations, tmp_path, capsys):
+    runs, ship = tmp_path / "runs", tmp_path / "ship"
+    args = ["--config", str(_tiny_config(tmp_path)), "--only", "st,l1-1", "--max-samples", "32",
+            "--eval-n", "6", "--runs", str(runs), "--ship", str(ship),
+            "--reference", str(tmp_path / "none"), "--parallel", "2", "--threads", "1"]
+    assert ablations.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| st |" in out and "| l1-1 |" in out and "| no-batchnorm |" not in out
+    for name, kind in (("st", "st"), ("l1-1", "l1")):
+        report = json.loads((runs / name / "eval.json").read_text())
+        assert report["n"] == 6 and report["samples_seen"] == 32
+        shipped = ship / f"ablation-{name}"
+        assert not (shipped / "train_state.pt").exists()
+        ckpt = load_checkpoint(shipped)
+        assert ckpt.config.sparsity == kind
+        assert ckpt.metrics["e2ee"] == report["e2ee"]
+    l1 = load_checkpoint(ship / "ablation-l1-1")
+    assert l1.config.penalty_weight == 1.0
+    assert json.loads((runs / "l1-1" / "config.json").read_text())["train"]["schedule"] == "fixed"
+    # a second call finds both runs finished and only rebuilds the table
+    mtime = (runs / "st" / "eval.json").stat().st_mtime
+    assert ablations.main(args) == 0
+    assert (runs / "st" / "eval.json").stat().st_mtime == mtime
+
+
+def test_variant_overrides_reach_the_config(ablations, tmp_path):
+    base = json.loads(_tiny_config(tmp_path).read_text())
+    cfg = ablations.variant_config(base, ablations.VARIANTS["no-annealing"][0],
+                                   tmp_path / "x", 1000, 1)
+    assert cfg["schedule"] == "fixed"
+    assert cfg["model"]["initial_density"] == pytest.approx(0.5 * 0.75**32)
+    assert cfg["max_samples"] == 1000 and cfg["threads"] == 1
+    assert base["model"]["initial_density"] == 0.5  # the base config is not modified
+    cfg = ablations.variant_config(base, ablations.VARIANTS["no-batchnorm"][0], tmp_path, 5, 1)
+    assert cfg["model"]["batch_norm"] is False
+
+
+def test_bad_arguments_exit_with_a_message(ablations, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        ablations.main(["--only", "nope", "--max-samples", "10"])
+    assert e.value.code == 2
+    assert "unknown variants ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablations.main(["--config", str(tmp_path / "missing.json"), "--max-samples", "10"])
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_channel_sites_finds_the_nearest_digit_and_distance():
+    sites = importlib.import_module("experiments.channel_sites")
+    from sparling_core.domains import digit_circle as dc
+
+    samples = [dc.sample(5)]
+    first, second = samples[0].motifs[:2]
+
+    class FakeModel:  # fires channel 2 on the first digit's centre, channel 7 3 px off the second
+        class bottleneck:  # noqa: N801
+            @staticmethod
+            def active(y):
+                return y > 0
+
+        @staticmethod
+        def sparse_motifs(images):
+            import torch
+
+            y = torch.zeros(len(images), 10, 100, 100)
+            y[0, 2, first.center[0], first.center[1]] = 1.0
+            y[0, 7, second.center[0], second.center[1] + 3] = 1.0
+            return y
+
+    rows = sites.channel_sites(FakeModel(), samples)
+    assert rows[2] == {"channel": 2, "active": 1, "nearest": [(first.digit, 1)],
+                       "median_distance": 0.0}
+    assert rows[7]["nearest"] == [(second.digit, 1)] and rows[7]["median_distance"] == 3.0
+    assert rows[0] == {"channel": 0, "active": 0, "nearest": [], "median_distance": None}
