@@ -17,12 +17,14 @@ experiments/ablations.md and experiments/ablations.json.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import multiprocessing as mp
 import os
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -74,21 +76,51 @@ def variant_config(base: dict, overrides: dict, out: Path, max_samples: int,
     return cfg
 
 
+def exit_with_parent(parent: int) -> None:
+    """Worker initializer: a worker whose script was killed exits too (within a second)
+    instead of training on as an orphan beside the next run of the script."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
 def run_variant(name: str, cfg: dict, eval_n: int, ship_to: Path | None) -> dict:
-    """Train (or resume) one variant, evaluate it, ship it. Runs in a worker process."""
+    """Train (or resume) one variant, evaluate it, ship it. Runs in a worker process,
+    holding RUN/.lock so that no two processes ever train the same run."""
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"another process is training {out}") from None
+        handler = logging.FileHandler(out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            return _train_evaluate_ship(name, cfg, out, eval_n, ship_to)
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def _train_evaluate_ship(name: str, cfg: dict, out: Path, eval_n: int,
+                         ship_to: Path | None) -> dict:
     import torch
 
     from sparling_core.checkpoint import atomic_write_text, load_checkpoint, load_train_state
     from sparling_core.domains import digit_circle as dc
     from sparling_core.evaluate import evaluate
     from sparling_core.train import TrainConfig, train
-
-    out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
 
     report_path = out / "eval.json"
     state = load_train_state(out)
@@ -210,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{threads} threads, evaluated on {args.eval_n} test images", flush=True)
         jobs = {}
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(args.parallel, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(args.parallel, mp_context=ctx, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for name in names:
                 cfg = variant_config(base, VARIANTS[name][0], args.runs / name, budget, threads)
                 ship_to = None if not str(args.ship) else args.ship / f"ablation-{name}"

@@ -103,3 +103,51 @@ def test_channel_sites_finds_the_nearest_digit_and_distance():
                        "median_distance": 0.0}
     assert rows[7]["nearest"] == [(second.digit, 1)] and rows[7]["median_distance"] == 3.0
     assert rows[0] == {"channel": 0, "active": 0, "nearest": [], "median_distance": None}
+
+
+def test_a_run_that_another_process_trains_is_refused(ablations, tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ablations.RunLocked, match="another process is training"):
+            ablations.run_variant("st", {"out": str(out)}, 1, None)
+
+
+def test_workers_exit_when_the_script_is_killed(tmp_path):
+    """A killed script must not leave workers training on (they would race a rerun)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    code = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "import multiprocessing as mp\n"
+        "from experiments.ablations import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'),\n"
+        "                               initializer=exit_with_parent, initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n"
+    )
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed parent")
