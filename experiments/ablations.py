@@ -175,7 +175,7 @@ def _fmt(value, digits: int = 2) -> str:
 
 def table(reports: dict[str, dict]) -> str:
     lines = [
-        "| variant | E2EE | FPE | FNE | CE | eval density (x min) | samples | minutes "
+        "| variant | E2EE | FPE | FNE | CE | eval density (x min) | exact match | samples "
         "| paper E2EE / FPE / FNE / CE, density |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -185,12 +185,13 @@ def table(reports: dict[str, dict]) -> str:
         r = reports[name]
         paper_txt = ""
         if paper:
-            paper_txt = " / ".join(_fmt(paper.get(k)) or "-" for k in METRICS)
+            paper_txt = " / ".join(str(paper[k]) if k in paper else "-" for k in METRICS)
             paper_txt += f", {paper.get('density', '')}"
         lines.append(
             f"| {name} | {_fmt(r['e2ee'])} | {_fmt(r['fpe'])} | {_fmt(r['fne'])} "
             f"| {_fmt(r['ce'])} | {r['density']:.3g} ({r['density_ratio']:.2f}x) "
-            f"| {r.get('samples_seen', '')} | {_fmt(r.get('train_minutes'), 1)} | {paper_txt} |")
+            f"| {_fmt(r.get('exact_match_accuracy'), 1)} | {r.get('samples_seen', '')} "
+            f"| {paper_txt} |")
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="ship each as SHIP/ablation-NAME ('' to skip)")
     p.add_argument("--reference", type=Path, default=ROOT / "checkpoints/digit-circle-mt",
                    help="evaluated MT checkpoint for the table's MT row unless `mt` ran here")
+    p.add_argument("--table", type=Path, default=ROOT / "experiments/ablations.md",
+                   help="where the markdown table goes (and its .json beside it)")
     p.add_argument("--table-only", action="store_true",
                    help="only rebuild the table from finished runs")
     args = p.parse_args(argv)
@@ -271,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished runs yet", file=sys.stderr)
         return 1
     text = table(reports)
-    (ROOT / "experiments/ablations.md").write_text(text)
-    (ROOT / "experiments/ablations.json").write_text(json.dumps(
+    args.table.write_text(text)
+    args.table.with_suffix(".json").write_text(json.dumps(
         {n: {k: r.get(k) for k in (*METRICS, "density", "density_ratio", "samples_seen",
                                    "train_minutes", "n", "exact_match_accuracy")}
          for n, r in reports.items()}, indent=2) + "\n")

@@ -33,10 +33,13 @@ def test_runs_evaluates_ships_and_tabulates(ablations, tmp_path, capsys):
     runs, ship = tmp_path / "runs", tmp_path / "ship"
     args = ["--config", str(_tiny_config(tmp_path)), "--only", "st,l1-1", "--max-samples", "32",
             "--eval-n", "6", "--runs", str(runs), "--ship", str(ship),
-            "--reference", str(tmp_path / "none"), "--parallel", "2", "--threads", "1"]
+            "--reference", str(tmp_path / "none"), "--parallel", "2", "--threads", "1",
+            "--table", str(tmp_path / "table.md")]
     assert ablations.main(args) == 0
     out = capsys.readouterr().out
     assert "| st |" in out and "| l1-1 |" in out and "| no-batchnorm |" not in out
+    assert (tmp_path / "table.md").read_text() in out
+    assert set(json.loads((tmp_path / "table.json").read_text())) == {"st", "l1-1"}
     for name, kind in (("st", "st"), ("l1-1", "l1")):
         report = json.loads((runs / name / "eval.json").read_text())
         assert report["n"] == 6 and report["samples_seen"] == 32
