@@ -27,6 +27,13 @@ from .checkpoint import (
 from .domains import digit_circle as dc
 from .evaluate import PAPER_DENSITY, exact_match_accuracy
 from .model import IGNORE, ModelConfig, SparlingModel, encode_labels, presence_targets
+from .resample import (
+    find_duplicates,
+    presence_errors,
+    resample_channels,
+    resample_summary,
+    sparse_activity,
+)
 from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 
 logger = logging.getLogger(__name__)
@@ -51,6 +58,20 @@ class TrainConfig:
     multiplier: float = 0.75
     target_density: float = PAPER_DENSITY  # stop once the schedule reaches it
     finish_samples: int = 0  # further training at the target density before stopping
+    # Duplicate-channel resampling (sparling_core/resample.py): at validations once the
+    # density is <= resample_below_density, re-initialise one of any two channels that fire
+    # together (>= resample_threshold of each one's activations within resample_radius px
+    # of the other's) while some digit's presence is predicted worse than resample_min_error
+    # nats (the fresh channel is pointed at that digit), then leave resample_cooldown
+    # samples before the next check. A resample at the target density restarts the
+    # finish_samples count.
+    resample_duplicates: bool = False
+    resample_below_density: float = 1e-3
+    resample_radius: int = 4
+    resample_threshold: float = 0.5
+    resample_min_error: float = 0.1
+    resample_target_weight: float = 1.0  # the fresh channel's presence weight on its digit
+    resample_cooldown: int = 20_000
     bf16: bool = True  # bf16 autocast for the motif model's inner convs (~1.3x on CPU)
     channels_last: bool = True
     threads: int | None = None  # torch.set_num_threads; None = torch's default
@@ -66,6 +87,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
+        if not 0 < self.resample_threshold <= 1:
+            raise ValueError("resample_threshold must be in (0, 1]")
+        if self.resample_radius < 0 or self.resample_cooldown < 0:
+            raise ValueError("resample_radius and resample_cooldown must be >= 0")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -97,6 +122,21 @@ def _training_batch(start: int, batch_size: int) -> tuple[torch.Tensor, list[lis
     return dc.collate([dc.sample(start + i) for i in range(batch_size)])
 
 
+def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
+                     config: TrainConfig) -> list[tuple[int, int, int]]:
+    """(channel to resample, the channel it duplicates, the unexplained digit it will
+    target), strongest duplicate with the worst-explained digit; none while every digit
+    is explained."""
+    pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
+                            config.resample_threshold)
+    if not pairs:
+        return []
+    errors = presence_errors(model, images, labels)
+    digits = [d for d in errors.argsort(descending=True).tolist()
+              if errors[d] >= config.resample_min_error]
+    return [(drop, keep, digit) for (drop, keep), digit in zip(pairs, digits, strict=False)]
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     out = Path(config.out)
     if config.threads:
@@ -109,7 +149,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = _make_schedule(config)
-    samples_seen, finish_from, history = 0, None, []
+    samples_seen, finish_from, last_resample, history = 0, None, None, []
     state = load_train_state(out) if resume else None
     if resume and state is None:
         logger.warning("no training state in %s: starting from scratch", out)
@@ -119,6 +159,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
         samples_seen, finish_from = state["samples_seen"], state.get("finish_from")
+        last_resample = state.get("last_resample")
         history = [h for h in state["history"] if h["samples"] <= samples_seen]
         logger.info("resumed %s at %d samples, %r", out, samples_seen, schedule)
     model.set_density(schedule.density)
@@ -132,7 +173,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         save_train_state(out, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
-            "samples_seen": samples_seen, "finish_from": finish_from, "history": history,
+            "samples_seen": samples_seen, "finish_from": finish_from,
+            "last_resample": last_resample, "history": history,
         })
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
                         history=history, metrics=metrics)
@@ -181,6 +223,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             if schedule.done and finish_from is None:
                 finish_from = samples_seen
             model.set_density(schedule.density)
+            resampled = []
+            if (config.resample_duplicates
+                    and schedule.density <= config.resample_below_density
+                    and (last_resample is None
+                         or samples_seen - last_resample >= config.resample_cooldown)):
+                resampled = _plan_resampling(model, val_images, val_labels, config)
+                if resampled:
+                    resample_channels(model, [r[0] for r in resampled], optimizer,
+                                      targets=[r[2] for r in resampled],
+                                      target_weight=config.resample_target_weight)
+                    last_resample = samples_seen
+                    if finish_from is not None:
+                        finish_from = samples_seen
+                    logger.info("resampled %s", resample_summary(resampled))
             elapsed = time.monotonic() - start_time
             row = {
                 "samples": samples_seen,
@@ -189,7 +245,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                 "presence_loss": float(np.mean([x[2] for x in losses])) if losses else None,
                 "accuracy": accuracy, "density": schedule.density,
                 "realised_density": realised, "threshold": getattr(schedule, "threshold", None),
-                "lowered": lowered, "wall_s": round(elapsed, 1),
+                "lowered": lowered, "resampled": [list(p) for p in resampled],
+                "wall_s": round(elapsed, 1),
                 "samples_per_s": round((samples_seen - start_samples) / max(elapsed, 1e-9), 1),
             }
             history.append(row)

@@ -1,0 +1,181 @@
+"""Duplicate-channel resampling: give a channel that copies another a fresh start.
+
+Under a hard per-channel quantile threshold, two channels can settle on the same motif
+(two detectors of 6, say) while another motif gets none: the silent motif's pixels are
+below every threshold, so no gradient reaches them through the sparse map, and the
+duplicate stays put because the decoder has learned to read it. This module finds such
+pairs from the model's own sparse maps on unlabelled images (no motif positions are
+used) and re-initialises one channel of each pair, much like dead-neuron resampling in
+sparse autoencoders:
+
+- two channels are duplicates when, in both directions, at least `threshold` of one
+  channel's active pixels have an active pixel of the other within `radius` pixels in
+  the same image (`cofiring`);
+- a duplicate is only worth a fresh start while some motif is unexplained: the digit
+  whose presence in the answer the presence head predicts worst (`presence_errors`, the
+  per-digit cross-entropy on labelled validation images; labels only, no positions);
+- the channel with fewer activations is resampled (`resample_channels`): its rows of the
+  motif model's last conv get a fresh default initialisation, its BatchNorm statistics
+  and affine parameters are reset, its threshold starts at the median of the others, its
+  decoder embedding is re-drawn, Adam's moments for all of those entries are zeroed, and
+  its column of the presence head is cleared except for a positive weight on the
+  unexplained digit. The presence head reads each channel's maximum *before* the
+  bottleneck, so that weight gives the fresh channel a dense, label-only learning signal
+  (multiple-instance learning: fire somewhere exactly when that digit is in the answer)
+  that does not depend on where its few surviving activations happen to land. Without
+  it, a fresh channel tends to drift back to the motif it duplicated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import ChannelDecoder, SparlingModel, presence_targets
+
+__all__ = [
+    "cofiring", "find_duplicates", "presence_errors", "resample_channels", "resample_summary",
+    "sparse_activity",
+]
+
+
+@torch.no_grad()
+def sparse_activity(model: SparlingModel, images: torch.Tensor,
+                    batch_size: int = 250) -> torch.Tensor:
+    """(N, C, H, W) boolean: where the sparse motif map is active, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.bottleneck.active(model.sparse_motifs(images[i:i + batch_size]))
+                          for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def cofiring(active: torch.Tensor, radius: int = 4, batch_size: int = 100) -> torch.Tensor:
+    """active (N, C, H, W) bool -> (C, C): entry [a, b] is the fraction of channel a's
+    active pixels that have an active pixel of channel b within `radius` pixels
+    (Chebyshev distance) in the same image. Rows of silent channels are 0."""
+    if active.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W), got shape {tuple(active.shape)}")
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    c = active.shape[1]
+    hits = torch.zeros(c, c, dtype=torch.float64)
+    for start in range(0, active.shape[0], batch_size):
+        a = active[start:start + batch_size].float()
+        near = F.max_pool2d(a, 2 * radius + 1, stride=1, padding=radius)
+        hits += torch.einsum("nahw,nbhw->ab", a, near).double()
+    counts = active.sum(dim=(0, 2, 3)).double()  # (C,)
+    return (hits / counts.clamp_min(1)[:, None]).float()
+
+
+@torch.no_grad()
+def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
+                    batch_size: int = 250) -> torch.Tensor:
+    """(10,) per digit: the presence head's mean binary cross-entropy (nats) on these
+    labelled images, in eval mode. About ln 2 = 0.69 for a digit no channel explains."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = torch.cat([
+            model.presence(model.motif_model(images[i:i + batch_size]).float().amax(dim=(2, 3)))
+            for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+    return F.binary_cross_entropy_with_logits(
+        logits, presence_targets(labels), reduction="none").mean(0)
+
+
+def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.5,
+                    min_active: int = 10) -> list[tuple[int, int]]:
+    """Pairs (channel to resample, channel it duplicates), strongest overlap first.
+
+    A pair counts when both channels have at least `min_active` activations and each
+    direction of `cofiring` is >= `threshold`; the channel with fewer activations is the
+    one to resample. A channel appears in at most one pair."""
+    if not 0 < threshold <= 1:
+        raise ValueError("threshold must be in (0, 1]")
+    co = cofiring(active, radius)
+    counts = active.sum(dim=(0, 2, 3))
+    c = co.shape[0]
+    candidates = []
+    for a in range(c):
+        for b in range(a + 1, c):
+            overlap = float(min(co[a, b], co[b, a]))
+            if overlap >= threshold and min(counts[a], counts[b]) >= min_active:
+                drop, keep = (a, b) if counts[a] < counts[b] else (b, a)
+                candidates.append((overlap, drop, keep))
+    pairs, used = [], set()
+    for _, drop, keep in sorted(candidates, reverse=True):
+        if drop not in used and keep not in used:
+            pairs.append((drop, keep))
+            used.update((drop, keep))
+    return pairs
+
+
+def _zero_moments(optimizer: torch.optim.Optimizer | None, param: torch.Tensor,
+                  index) -> None:
+    if optimizer is None:
+        return
+    for value in optimizer.state.get(param, {}).values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value[index] = 0
+
+
+@torch.no_grad()
+def resample_channels(model: SparlingModel, channels: list[int],
+                      optimizer: torch.optim.Optimizer | None = None,
+                      targets: list[int] | None = None, target_weight: float = 1.0) -> None:
+    """Re-initialise `channels` of the sparse map (see the module docstring); channel
+    `channels[i]` gets presence weight `target_weight` on digit `targets[i]`."""
+    c = model.config.motif_channels
+    if not channels:
+        return
+    if any(not 0 <= ch < c for ch in channels):
+        raise ValueError(f"channels must be in 0..{c - 1}, got {channels}")
+    if targets is not None and (len(targets) != len(channels) or any(
+            not 0 <= t < model.presence.out_features for t in targets)):
+        raise ValueError(f"targets must give one digit per channel, got {targets}")
+    # The motif head emits 4 sub-pixel rows per channel (pixel_shuffle by 2): ch*4 .. ch*4+3.
+    head: nn.Conv2d = model.motif_model.head
+    rows = torch.tensor([4 * ch + k for ch in channels for k in range(4)])
+    fresh = nn.Conv2d(head.in_channels, head.out_channels, head.kernel_size)
+    head.weight[rows] = fresh.weight[rows].to(head.weight.dtype)
+    head.bias[rows] = fresh.bias[rows].to(head.bias.dtype)
+    _zero_moments(optimizer, head.weight, rows)
+    _zero_moments(optimizer, head.bias, rows)
+
+    index = torch.tensor(channels)
+    bottleneck = model.bottleneck
+    bn = getattr(bottleneck, "batch_norm", None)
+    if bn is not None:
+        bn.running_mean[index] = 0.0
+        bn.running_var[index] = 1.0
+        if bn.affine:
+            bn.weight[index] = 1.0
+            bn.bias[index] = 0.0
+            _zero_moments(optimizer, bn.weight, index)
+            _zero_moments(optimizer, bn.bias, index)
+    thresholds = getattr(bottleneck, "thresholds", None)
+    if thresholds is not None and thresholds.numel() == c:
+        keep = torch.tensor([k for k in range(c) if k not in set(channels)])
+        if len(keep):
+            thresholds[index] = thresholds[keep].median()
+
+    model.presence.weight[:, index] = 0.0
+    for ch, digit in zip(channels, targets or [], strict=False):
+        model.presence.weight[digit, ch] = target_weight
+    _zero_moments(optimizer, model.presence.weight, (slice(None), index))
+    if isinstance(model.decoder, ChannelDecoder):
+        emb = model.decoder.channel_embedding
+        emb[index] = torch.randn(len(channels), emb.shape[1]) * 0.02
+        _zero_moments(optimizer, emb, index)
+
+
+def resample_summary(rows: list[tuple[int, int, int]]) -> str:
+    """rows of (resampled channel, the channel it duplicated, the digit it now targets)."""
+    return ", ".join(f"channel {drop} (duplicated {keep}) -> digit {digit}"
+                     for drop, keep, digit in rows) or "none"

@@ -1,0 +1,148 @@
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import tiny_config
+
+from sparling_core.checkpoint import load_checkpoint, load_train_state
+from sparling_core.domains import digit_circle as dc
+from sparling_core.model import IGNORE, SparlingModel, encode_labels, presence_targets
+from sparling_core.resample import (
+    cofiring,
+    find_duplicates,
+    presence_errors,
+    resample_channels,
+    sparse_activity,
+)
+from sparling_core.train import TrainConfig, train
+
+
+def _active(n=2, c=4, points=()):
+    """points: (image, channel, row, col) -> an (n, c, 40, 40) boolean map."""
+    a = torch.zeros(n, c, 40, 40, dtype=torch.bool)
+    for i, ch, r, col in points:
+        a[i, ch, r, col] = True
+    return a
+
+
+def test_cofiring_counts_neighbours_in_the_same_image_only():
+    a = _active(points=[(0, 0, 10, 10), (0, 1, 13, 7), (1, 0, 30, 30), (0, 2, 30, 30)])
+    co = cofiring(a, radius=3)
+    assert co[0, 1] == pytest.approx(0.5)  # one of channel 0's two pixels has channel 1 near
+    assert co[1, 0] == pytest.approx(1.0)
+    assert co[0, 2] == 0.0  # (30, 30) is in image 1 for channel 0, image 0 for channel 2
+    assert co[3].sum() == 0.0  # silent channel
+    assert cofiring(a, radius=2)[1, 0] == 0.0  # 3 px apart: outside radius 2
+    with pytest.raises(ValueError):
+        cofiring(a[0], radius=3)
+
+
+def test_find_duplicates_drops_the_smaller_channel_once():
+    points = []
+    for i in range(2):
+        for k in range(10):  # channels 0 and 1 fire together; channel 1 a little more
+            points += [(i, 0, 2 + 3 * k, 5), (i, 1, 2 + 3 * k, 6), (i, 2, 2 + 3 * k, 30)]
+        points.append((i, 1, 38, 38))
+    pairs = find_duplicates(_active(points=points), radius=2)
+    assert pairs == [(0, 1)]
+    assert find_duplicates(_active(points=points), radius=2, min_active=100) == []
+    assert find_duplicates(_active(points=points), radius=0) == []
+
+
+def test_resample_channels_resets_one_channel_and_its_optimizer_state():
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config(initial_density=0.01))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    images, labels = dc.collate([dc.sample(i) for i in range(8)])
+    inputs, targets = encode_labels(labels, model.config.max_digits)
+    for _ in range(2):
+        out = model(images, inputs)
+        loss = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten(),
+                               ignore_index=IGNORE)
+        loss = loss + F.binary_cross_entropy_with_logits(out.presence_logits,
+                                                         presence_targets(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head = model.motif_model.head
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    resample_channels(model, [3], opt, targets=[8], target_weight=1.5)
+    rows = slice(12, 16)  # channel 3's four sub-pixel rows
+    assert not torch.equal(head.weight[rows], before["motif_model.head.weight"][rows])
+    assert torch.equal(head.weight[:12], before["motif_model.head.weight"][:12])
+    assert torch.equal(head.weight[16:], before["motif_model.head.weight"][16:])
+    bn = model.bottleneck.batch_norm
+    assert bn.running_mean[3] == 0 and bn.running_var[3] == 1
+    assert bn.running_mean[2] == before["bottleneck.batch_norm.running_mean"][2]
+    others = torch.cat([before["bottleneck.thresholds"][:3], before["bottleneck.thresholds"][4:]])
+    assert model.bottleneck.thresholds[3] == others.median()
+    column = model.presence.weight[:, 3]
+    assert column[8] == 1.5 and (torch.cat([column[:8], column[9:]]) == 0).all()
+    moments = opt.state[head.weight]
+    assert (moments["exp_avg"][rows] == 0).all() and (moments["exp_avg_sq"][rows] == 0).all()
+    assert moments["exp_avg_sq"][:12].abs().sum() > 0
+    assert (opt.state[model.presence.weight]["exp_avg"][:, 3] == 0).all()
+    with pytest.raises(ValueError):
+        resample_channels(model, [10], opt)
+    with pytest.raises(ValueError, match="targets"):
+        resample_channels(model, [1, 2], opt, targets=[3])
+    # the model still runs, and the sparse map has the model's shape
+    assert sparse_activity(model, images).shape == (8, 10, 100, 100)
+
+
+def test_presence_errors_single_out_the_unexplained_digit():
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config())
+    samples = [dc.sample(i) for i in range(40)]
+    images = dc.images_to_tensor(np.stack([s.image for s in samples]))
+    labels = [s.label for s in samples]
+    with torch.no_grad():  # the head knows each digit's presence, except digit 3's
+        model.presence.weight.zero_()
+        targets = presence_targets(labels)
+        model.presence.bias.copy_(torch.logit(targets.mean(0).clamp(0.05, 0.95)))
+    errors = presence_errors(model, images, labels)
+    assert errors.shape == (10,)
+    # a constant prediction at the base rate: the error is the entropy of that rate
+    rate = targets.mean(0).clamp(0.05, 0.95)
+    entropy = -(rate * rate.log() + (1 - rate) * (1 - rate).log())
+    assert torch.allclose(errors, entropy, atol=1e-5)
+
+
+def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
+    train_module = importlib.import_module("sparling_core.train")  # the module, not train()
+    calls = []
+
+    def fake_duplicates(active, radius, threshold):
+        calls.append(active.shape)
+        return [(4, 7)]
+
+    monkeypatch.setattr(train_module, "find_duplicates", fake_duplicates)
+    base = dict(model=tiny_config(), batch_size=4, val_every=8, val_size=8,
+                decay_per_sample=0.0, initial_threshold=0.0, bf16=False,
+                channels_last=False, threads=1, resample_duplicates=True,
+                resample_below_density=1.0, resample_cooldown=16)
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), max_samples=24, **base), progress=False)
+    history = load_checkpoint(out).history
+    # checks at 8 and then after the 16-sample cooldown, at 24
+    # the fresh channel is pointed at a digit: the tiny model explains none of them
+    assert [[r[:2] for r in h["resampled"]] for h in history] == [[[4, 7]], [], [[4, 7]]]
+    assert all(0 <= r[2] <= 9 for h in history for r in h["resampled"])
+    assert load_train_state(out)["last_resample"] == 24
+    train(TrainConfig(out=str(out), max_samples=40, **base), resume=True, progress=False)
+    history = load_checkpoint(out).history
+    assert [len(h["resampled"]) for h in history] == [1, 0, 1, 0, 1]
+    assert all(shape == (8, 10, 100, 100) for shape in calls)
+    # off by default: no checks at all
+    calls.clear()
+    train(TrainConfig(out=str(tmp_path / "off"), max_samples=16,
+                      **{**base, "resample_duplicates": False}), progress=False)
+    assert calls == []
+    # every digit explained (min error above any cross-entropy): nothing is resampled
+    train(TrainConfig(out=str(tmp_path / "explained"), max_samples=16,
+                      **{**base, "resample_min_error": 100.0}), progress=False)
+    assert all(h["resampled"] == [] for h in load_checkpoint(tmp_path / "explained").history)
+    with pytest.raises(ValueError, match="resample_threshold"):
+        TrainConfig(resample_threshold=0)
