@@ -176,6 +176,8 @@ def resample_channels(model: SparlingModel, channels: list[int],
 
 
 def resample_summary(rows: list[tuple[int, int, int]]) -> str:
-    """rows of (resampled channel, the channel it duplicated, the digit it now targets)."""
-    return ", ".join(f"channel {drop} (duplicated {keep}) -> digit {digit}"
-                     for drop, keep, digit in rows) or "none"
+    """rows of (resampled channel, the channel it duplicated or -1 for a fresh channel that
+    did not learn its digit, the digit it now targets)."""
+    return ", ".join(
+        f"channel {drop} ({f'duplicated {keep}' if keep >= 0 else 'did not learn it'}) "
+        f"-> digit {digit}" for drop, keep, digit in rows) or "none"

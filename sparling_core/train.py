@@ -64,13 +64,15 @@ class TrainConfig:
     # of the other's) while some digit's presence is predicted worse than resample_min_error
     # nats (the fresh channel is pointed at that digit), then leave resample_cooldown
     # samples before the next check. A resample at the target density restarts the
-    # finish_samples count.
+    # finish_samples count. A fresh channel that has not learned its digit by the next
+    # check (its error still >= resample_retry_error) is drawn again.
     resample_duplicates: bool = False
     resample_below_density: float = 1e-3
     resample_radius: int = 4
     resample_threshold: float = 0.5
     resample_min_error: float = 0.1
     resample_target_weight: float = 1.0  # the fresh channel's presence weight on its digit
+    resample_retry_error: float = 0.5  # a fresh channel whose digit is still this bad: redraw
     resample_cooldown: int = 20_000
     bf16: bool = True  # bf16 autocast for the motif model's inner convs (~1.3x on CPU)
     channels_last: bool = True
@@ -123,18 +125,26 @@ def _training_batch(start: int, batch_size: int) -> tuple[torch.Tensor, list[lis
 
 
 def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
-                     config: TrainConfig) -> list[tuple[int, int, int]]:
-    """(channel to resample, the channel it duplicates, the unexplained digit it will
-    target), strongest duplicate with the worst-explained digit; none while every digit
-    is explained."""
-    pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
-                            config.resample_threshold)
-    if not pairs:
-        return []
+                     config: TrainConfig, pending: dict[int, int]) -> list[tuple[int, int, int]]:
+    """Rows of (channel to resample, the channel it duplicates or -1, the digit it will
+    target). `pending` maps channels resampled earlier to their digits: one whose digit is
+    still near chance (>= resample_retry_error) gets a fresh draw at the same digit; one
+    whose digit is explained (< resample_min_error) leaves `pending`. Then the strongest
+    duplicates get the worst-explained digits nobody is learning yet."""
     errors = presence_errors(model, images, labels)
-    digits = [d for d in errors.argsort(descending=True).tolist()
-              if errors[d] >= config.resample_min_error]
-    return [(drop, keep, digit) for (drop, keep), digit in zip(pairs, digits, strict=False)]
+    for channel, digit in list(pending.items()):
+        if errors[digit] < config.resample_min_error:
+            del pending[channel]
+    rows = [(channel, -1, digit) for channel, digit in pending.items()
+            if errors[digit] >= config.resample_retry_error]
+    free = [d for d in errors.argsort(descending=True).tolist()
+            if errors[d] >= config.resample_min_error and d not in pending.values()]
+    if free:
+        pairs = [(drop, keep) for drop, keep in find_duplicates(
+            sparse_activity(model, images), config.resample_radius, config.resample_threshold)
+            if drop not in pending]
+        rows += [(drop, keep, digit) for (drop, keep), digit in zip(pairs, free, strict=False)]
+    return rows
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -150,6 +160,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = _make_schedule(config)
     samples_seen, finish_from, last_resample, history = 0, None, None, []
+    pending: dict[int, int] = {}  # resampled channel -> its digit, until it is explained
     state = load_train_state(out) if resume else None
     if resume and state is None:
         logger.warning("no training state in %s: starting from scratch", out)
@@ -160,6 +171,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         torch.set_rng_state(state["torch_rng"])
         samples_seen, finish_from = state["samples_seen"], state.get("finish_from")
         last_resample = state.get("last_resample")
+        pending = {int(c): int(d) for c, d in state.get("resample_pending", [])}
         history = [h for h in state["history"] if h["samples"] <= samples_seen]
         logger.info("resumed %s at %d samples, %r", out, samples_seen, schedule)
     model.set_density(schedule.density)
@@ -174,7 +186,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
             "samples_seen": samples_seen, "finish_from": finish_from,
-            "last_resample": last_resample, "history": history,
+            "last_resample": last_resample,
+            "resample_pending": [[c, d] for c, d in pending.items()], "history": history,
         })
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
                         history=history, metrics=metrics)
@@ -228,8 +241,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                     and schedule.density <= config.resample_below_density
                     and (last_resample is None
                          or samples_seen - last_resample >= config.resample_cooldown)):
-                resampled = _plan_resampling(model, val_images, val_labels, config)
+                resampled = _plan_resampling(model, val_images, val_labels, config, pending)
                 if resampled:
+                    pending.update({drop: digit for drop, _, digit in resampled})
                     resample_channels(model, [r[0] for r in resampled], optimizer,
                                       targets=[r[2] for r in resampled],
                                       target_weight=config.resample_target_weight)

@@ -127,10 +127,13 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
     train(TrainConfig(out=str(out), max_samples=24, **base), progress=False)
     history = load_checkpoint(out).history
     # checks at 8 and then after the 16-sample cooldown, at 24
-    # the fresh channel is pointed at a digit: the tiny model explains none of them
-    assert [[r[:2] for r in h["resampled"]] for h in history] == [[[4, 7]], [], [[4, 7]]]
-    assert all(0 <= r[2] <= 9 for h in history for r in h["resampled"])
-    assert load_train_state(out)["last_resample"] == 24
+    # the fresh channel is pointed at a digit (the tiny model explains none of them); at
+    # the next check it still has not learned it, so it is drawn again for the same digit
+    rows = [h["resampled"] for h in history]
+    assert [[r[:2] for r in row] for row in rows] == [[[4, 7]], [], [[4, -1]]]
+    assert rows[0][0][2] == rows[2][0][2]
+    state = load_train_state(out)
+    assert state["last_resample"] == 24 and state["resample_pending"] == [[4, rows[0][0][2]]]
     train(TrainConfig(out=str(out), max_samples=40, **base), resume=True, progress=False)
     history = load_checkpoint(out).history
     assert [len(h["resampled"]) for h in history] == [1, 0, 1, 0, 1]
@@ -146,3 +149,21 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
     assert all(h["resampled"] == [] for h in load_checkpoint(tmp_path / "explained").history)
     with pytest.raises(ValueError, match="resample_threshold"):
         TrainConfig(resample_threshold=0)
+
+
+def test_plan_resampling_retries_releases_and_assigns_free_digits(monkeypatch):
+    train_module = importlib.import_module("sparling_core.train")
+    errors = torch.full((10,), 0.01)
+    errors[3], errors[8], errors[5] = 0.69, 0.3, 0.6
+    monkeypatch.setattr(train_module, "presence_errors", lambda *a: errors)
+    monkeypatch.setattr(train_module, "sparse_activity", lambda *a: None)
+    monkeypatch.setattr(train_module, "find_duplicates",
+                        lambda *a: [(0, 5), (2, 9), (6, 1)])
+    config = TrainConfig(resample_duplicates=True, resample_min_error=0.1,
+                         resample_retry_error=0.5)
+    # channel 2 learns digit 8 (0.3: learning, keep waiting), channel 7 has learned digit 1
+    # (explained: released), channel 4 is stuck on digit 3 (retry); digit 5 is free
+    pending = {2: 8, 7: 1, 4: 3}
+    rows = train_module._plan_resampling(None, None, None, config, pending)
+    assert rows == [(4, -1, 3), (0, 5, 5)]  # duplicate (2, 9) skipped: 2 is still learning
+    assert pending == {2: 8, 4: 3}
