@@ -40,6 +40,8 @@ def train(
     lr: Annotated[float | None, typer.Option(min=0)] = None,
     sparsity: Annotated[str | None, typer.Option(help="mt | st | l1 | kl | topk | none")] = None,
     model_size: Annotated[str | None, typer.Option(help="small (default) | tiny")] = None,
+    seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
@@ -67,7 +69,8 @@ def train(
         model["sparsity"] = sparsity
     data["model"] = model
     overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
-                     val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr)
+                     val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr,
+                     seed=seed, threads=threads)
     data.update({k: (str(v) if isinstance(v, Path) else v)
                  for k, v in overrides.items() if v is not None})
     try:

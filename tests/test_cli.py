@@ -69,7 +69,9 @@ def test_bad_arguments_fail_clearly(args, message, checkpoint, tmp_path):
 def test_train_tiny_from_flags(tmp_path):
     result = runner.invoke(app, ["train", "--model-size", "tiny", "--out", str(tmp_path / "t"),
                                  "--max-samples", "8", "--val-every", "4", "--val-size", "4",
-                                 "--batch-size", "4", "--no-progress"])
+                                 "--batch-size", "4", "--seed", "3", "--threads", "1",
+                                 "--no-progress"])
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "t" / "config.json").read_text())
     assert config["samples_seen"] == 8 and config["model"]["motif_width"] == 8
+    assert config["train"]["seed"] == 3 and config["train"]["threads"] == 1
