@@ -11,7 +11,7 @@ experiments/ablations.md and experiments/ablations.json.
 
     nohup python experiments/ablations.py --parallel 2 > runs/ablations.log 2>&1 &
     python experiments/ablations.py --only st,topk --max-samples 50000 --eval-n 1000
-    python experiments/ablations.py --table-only     # rebuild the table from finished runs
+    python experiments/ablations.py --table-only     # the table from finished or shipped runs
 """
 
 from __future__ import annotations
@@ -64,9 +64,12 @@ METRICS = ("e2ee", "fpe", "fne", "ce")
 
 
 def variant_config(base: dict, overrides: dict, out: Path, max_samples: int,
-                   threads: int) -> dict:
+                   threads: int, resample: bool = False) -> dict:
     cfg = json.loads(json.dumps(base))
     cfg["model"] = dict(cfg.get("model", {}))
+    # the table was measured without duplicate-channel resampling (added to the MT recipe
+    # afterwards); `--resample` turns it on for every variant that anneals
+    cfg["resample_duplicates"] = resample
     for key, value in overrides.items():
         if key.startswith("model."):
             cfg["model"][key.removeprefix("model.")] = value
@@ -210,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=ROOT / "runs/ablations")
     p.add_argument("--ship", type=Path, default=ROOT / "checkpoints",
                    help="ship each as SHIP/ablation-NAME ('' to skip)")
-    p.add_argument("--reference", type=Path, default=ROOT / "checkpoints/digit-circle-mt",
-                   help="evaluated MT checkpoint for the table's MT row unless `mt` ran here")
+    p.add_argument("--resample", action="store_true",
+                   help="train with duplicate-channel resampling (off: as the table was made)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="an evaluated checkpoint for the MT row (default: RUNS/mt, else the "
+                        "shipped ablation-mt)")
     p.add_argument("--table", type=Path, default=ROOT / "experiments/ablations.md",
                    help="where the markdown table goes (and its .json beside it)")
     p.add_argument("--table-only", action="store_true",
@@ -248,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.parallel, mp_context=ctx, initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
             for name in names:
-                cfg = variant_config(base, VARIANTS[name][0], args.runs / name, budget, threads)
+                cfg = variant_config(base, VARIANTS[name][0], args.runs / name, budget, threads,
+                                     args.resample)
                 ship_to = None if not str(args.ship) else args.ship / f"ablation-{name}"
                 jobs[pool.submit(run_variant, name, cfg, args.eval_n, ship_to)] = name
             for future in as_completed(jobs):
@@ -261,15 +268,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: E2EE {r['e2ee']:.2f} FPE {r['fpe']:.2f} FNE {r['fne']:.2f} "
                       f"CE {r['ce']:.2f} density {r['density']:.3g} "
                       f"({r['density_ratio']:.2f}x min)", flush=True)
-    if (args.reference / "metrics.json").is_file():
-        from sparling_core.checkpoint import read_history
-
-        reports["mt"] = json.loads((args.reference / "metrics.json").read_text())
-        reports["mt"].setdefault("train_minutes", _train_minutes(read_history(args.reference)))
+    # each row: this script's finished run, else the shipped checkpoint's evaluation
     for name in VARIANTS:
-        path = args.runs / name / "eval.json"
-        if path.exists():
-            reports[name] = json.loads(path.read_text())
+        sources = [args.runs / name / "eval.json"]
+        if name == "mt" and args.reference is not None:
+            sources.insert(0, args.reference / "metrics.json")
+        if str(args.ship):
+            sources.append(args.ship / f"ablation-{name}" / "metrics.json")
+        found = next((path for path in sources if path.is_file()), None)
+        if found is not None:
+            reports[name] = json.loads(found.read_text())
     if not reports:
         print("no finished runs yet", file=sys.stderr)
         return 1

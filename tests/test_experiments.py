@@ -55,6 +55,11 @@ def test_runs_evaluates_ships_and_tabulates(ablations, tmp_path, capsys):
     mtime = (runs / "st" / "eval.json").stat().st_mtime
     assert ablations.main(args) == 0
     assert (runs / "st" / "eval.json").stat().st_mtime == mtime
+    # without the runs (a fresh clone), the table comes from the shipped evaluations
+    capsys.readouterr()
+    assert ablations.main(["--table-only", "--runs", str(tmp_path / "gone"), "--ship", str(ship),
+                           "--table", str(tmp_path / "shipped.md")]) == 0
+    assert (tmp_path / "shipped.md").read_text() == (tmp_path / "table.md").read_text()
 
 
 def test_variant_overrides_reach_the_config(ablations, tmp_path):
@@ -67,6 +72,12 @@ def test_variant_overrides_reach_the_config(ablations, tmp_path):
     assert base["model"]["initial_density"] == 0.5  # the base config is not modified
     cfg = ablations.variant_config(base, ablations.VARIANTS["no-batchnorm"][0], tmp_path, 5, 1)
     assert cfg["model"]["batch_norm"] is False
+    # resampling is off unless asked for, whatever the base config says
+    assert cfg["resample_duplicates"] is False
+    base["resample_duplicates"] = True
+    assert ablations.variant_config(base, {}, tmp_path, 5, 1)["resample_duplicates"] is False
+    assert ablations.variant_config(base, {}, tmp_path, 5, 1, resample=True)[
+        "resample_duplicates"] is True
 
 
 def test_bad_arguments_exit_with_a_message(ablations, tmp_path, capsys):
