@@ -17,7 +17,7 @@ sparse autoencoders:
 - the channel with fewer activations is resampled (`resample_channels`): its rows of the
   motif model's last conv get a fresh default initialisation, its BatchNorm statistics
   and affine parameters are reset, its threshold starts at the median of the others, its
-  decoder embedding is re-drawn, Adam's moments for all of those entries are zeroed, and
+  decoder embedding is re-drawn, Adam's moments for all of those entries are reset, and
   its column of the presence head is cleared except for a positive weight on the
   unexplained digit. The presence head reads each channel's maximum *before* the
   bottleneck, so that weight gives the fresh channel a dense, label-only learning signal
@@ -116,13 +116,21 @@ def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.
     return pairs
 
 
-def _zero_moments(optimizer: torch.optim.Optimizer | None, param: torch.Tensor,
-                  index) -> None:
+def _reset_moments(optimizer: torch.optim.Optimizer | None, param: torch.Tensor,
+                   index) -> None:
+    """Forget Adam's first moment for `param[index]`, and give it the second moment of the
+    entries that stay: zeroing that too would make Adam's first steps on the fresh entries
+    several times the learning rate (its bias correction assumes a fresh start)."""
     if optimizer is None:
         return
-    for value in optimizer.state.get(param, {}).values():
-        if torch.is_tensor(value) and value.shape == param.shape:
-            value[index] = 0
+    state = optimizer.state.get(param, {})
+    avg, avg_sq = state.get("exp_avg"), state.get("exp_avg_sq")
+    if avg is None or avg_sq is None:
+        return
+    avg[index] = 0
+    keep = torch.ones_like(avg_sq, dtype=torch.bool)
+    keep[index] = False
+    avg_sq[index] = avg_sq[keep].mean() if keep.any() else 0
 
 
 @torch.no_grad()
@@ -145,8 +153,8 @@ def resample_channels(model: SparlingModel, channels: list[int],
     fresh = nn.Conv2d(head.in_channels, head.out_channels, head.kernel_size)
     head.weight[rows] = fresh.weight[rows].to(head.weight.dtype)
     head.bias[rows] = fresh.bias[rows].to(head.bias.dtype)
-    _zero_moments(optimizer, head.weight, rows)
-    _zero_moments(optimizer, head.bias, rows)
+    _reset_moments(optimizer, head.weight, rows)
+    _reset_moments(optimizer, head.bias, rows)
 
     index = torch.tensor(channels)
     bottleneck = model.bottleneck
@@ -157,8 +165,8 @@ def resample_channels(model: SparlingModel, channels: list[int],
         if bn.affine:
             bn.weight[index] = 1.0
             bn.bias[index] = 0.0
-            _zero_moments(optimizer, bn.weight, index)
-            _zero_moments(optimizer, bn.bias, index)
+            _reset_moments(optimizer, bn.weight, index)
+            _reset_moments(optimizer, bn.bias, index)
     thresholds = getattr(bottleneck, "thresholds", None)
     if thresholds is not None and thresholds.numel() == c:
         keep = torch.tensor([k for k in range(c) if k not in set(channels)])
@@ -168,11 +176,11 @@ def resample_channels(model: SparlingModel, channels: list[int],
     model.presence.weight[:, index] = 0.0
     for ch, digit in zip(channels, targets or [], strict=False):
         model.presence.weight[digit, ch] = target_weight
-    _zero_moments(optimizer, model.presence.weight, (slice(None), index))
+    _reset_moments(optimizer, model.presence.weight, (slice(None), index))
     if isinstance(model.decoder, ChannelDecoder):
         emb = model.decoder.channel_embedding
         emb[index] = torch.randn(len(channels), emb.shape[1]) * 0.02
-        _zero_moments(optimizer, emb, index)
+        _reset_moments(optimizer, emb, index)
 
 
 def resample_summary(rows: list[tuple[int, int, int]]) -> str:
