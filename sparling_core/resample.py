@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ChannelDecoder, SparlingModel, presence_targets
+from .model import ChannelDecoder, MotifDecoder, SparlingModel, presence_targets
 
 __all__ = [
     "cofiring", "find_duplicates", "presence_errors", "resample_channels", "resample_summary",
@@ -90,12 +90,14 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
 
 
 def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.5,
-                    min_active: int = 10) -> list[tuple[int, int]]:
+                    min_active: int = 10, exclude: frozenset[int] | set[int] = frozenset()
+                    ) -> list[tuple[int, int]]:
     """Pairs (channel to resample, channel it duplicates), strongest overlap first.
 
     A pair counts when both channels have at least `min_active` activations and each
     direction of `cofiring` is >= `threshold`; the channel with fewer activations is the
-    one to resample. A channel appears in at most one pair."""
+    one to resample. A channel appears in at most one pair; `exclude`d channels (say,
+    fresh ones still learning) in none."""
     if not 0 < threshold <= 1:
         raise ValueError("threshold must be in (0, 1]")
     co = cofiring(active, radius)
@@ -104,6 +106,8 @@ def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.
     candidates = []
     for a in range(c):
         for b in range(a + 1, c):
+            if a in exclude or b in exclude:
+                continue
             overlap = float(min(co[a, b], co[b, a]))
             if overlap >= threshold and min(counts[a], counts[b]) >= min_active:
                 drop, keep = (a, b) if counts[a] < counts[b] else (b, a)
@@ -151,8 +155,8 @@ def resample_channels(model: SparlingModel, channels: list[int],
     head: nn.Conv2d = model.motif_model.head
     rows = torch.tensor([4 * ch + k for ch in channels for k in range(4)])
     fresh = nn.Conv2d(head.in_channels, head.out_channels, head.kernel_size)
-    head.weight[rows] = fresh.weight[rows].to(head.weight.dtype)
-    head.bias[rows] = fresh.bias[rows].to(head.bias.dtype)
+    head.weight[rows] = fresh.weight[rows].to(head.weight)
+    head.bias[rows] = fresh.bias[rows].to(head.bias)
     _reset_moments(optimizer, head.weight, rows)
     _reset_moments(optimizer, head.bias, rows)
 
@@ -179,8 +183,13 @@ def resample_channels(model: SparlingModel, channels: list[int],
     _reset_moments(optimizer, model.presence.weight, (slice(None), index))
     if isinstance(model.decoder, ChannelDecoder):
         emb = model.decoder.channel_embedding
-        emb[index] = torch.randn(len(channels), emb.shape[1]) * 0.02
+        emb[index] = (torch.randn(len(channels), emb.shape[1]) * 0.02).to(emb)
         _reset_moments(optimizer, emb, index)
+    elif isinstance(model.decoder, MotifDecoder):  # its first conv reads every channel
+        first: nn.Conv2d = model.decoder.cell_conv[0]
+        fresh = nn.Conv2d(first.in_channels, first.out_channels, first.kernel_size)
+        first.weight[:, index] = fresh.weight[:, index].to(first.weight)
+        _reset_moments(optimizer, first.weight, (slice(None), index))
 
 
 def resample_summary(rows: list[tuple[int, int, int]]) -> str:

@@ -65,7 +65,8 @@ class TrainConfig:
     # nats (the fresh channel is pointed at that digit), then leave resample_cooldown
     # samples before the next check. A resample at the target density restarts the
     # finish_samples count. A fresh channel that has not learned its digit by the next
-    # check (its error still >= resample_retry_error) is drawn again.
+    # check (its error still >= resample_retry_error) is drawn again (a retry, which does
+    # not restart the count). Nothing is resampled within one validation of the end.
     resample_duplicates: bool = False
     resample_below_density: float = 1e-3
     resample_radius: int = 4
@@ -93,6 +94,12 @@ class TrainConfig:
             raise ValueError("resample_threshold must be in (0, 1]")
         if self.resample_radius < 0 or self.resample_cooldown < 0:
             raise ValueError("resample_radius and resample_cooldown must be >= 0")
+        if not 0 < self.resample_below_density <= 1:
+            raise ValueError("resample_below_density must be in (0, 1]")
+        if self.resample_target_weight <= 0:
+            raise ValueError("resample_target_weight must be positive")
+        if self.resample_retry_error < self.resample_min_error:
+            raise ValueError("resample_retry_error must be >= resample_min_error")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -125,24 +132,25 @@ def _training_batch(start: int, batch_size: int) -> tuple[torch.Tensor, list[lis
 
 
 def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
-                     config: TrainConfig, pending: dict[int, int]) -> list[tuple[int, int, int]]:
+                     config: TrainConfig, pending: dict[int, int],
+                     retry: bool = True) -> list[tuple[int, int, int]]:
     """Rows of (channel to resample, the channel it duplicates or -1, the digit it will
     target). `pending` maps channels resampled earlier to their digits: one whose digit is
-    still near chance (>= resample_retry_error) gets a fresh draw at the same digit; one
-    whose digit is explained (< resample_min_error) leaves `pending`. Then the strongest
-    duplicates get the worst-explained digits nobody is learning yet."""
+    still near chance (>= resample_retry_error) gets a fresh draw at the same digit (if
+    `retry`); one whose digit is explained (< resample_min_error) leaves `pending`. Then the
+    strongest duplicates among the other channels get the worst-explained digits nobody is
+    learning yet."""
     errors = presence_errors(model, images, labels)
     for channel, digit in list(pending.items()):
         if errors[digit] < config.resample_min_error:
             del pending[channel]
     rows = [(channel, -1, digit) for channel, digit in pending.items()
-            if errors[digit] >= config.resample_retry_error]
+            if retry and errors[digit] >= config.resample_retry_error]
     free = [d for d in errors.argsort(descending=True).tolist()
             if errors[d] >= config.resample_min_error and d not in pending.values()]
     if free:
-        pairs = [(drop, keep) for drop, keep in find_duplicates(
-            sparse_activity(model, images), config.resample_radius, config.resample_threshold)
-            if drop not in pending]
+        pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
+                                config.resample_threshold, exclude=set(pending))
         rows += [(drop, keep, digit) for (drop, keep), digit in zip(pairs, free, strict=False)]
     return rows
 
@@ -241,14 +249,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                     and schedule.density <= config.resample_below_density
                     and (last_resample is None
                          or samples_seen - last_resample >= config.resample_cooldown)):
-                resampled = _plan_resampling(model, val_images, val_labels, config, pending)
+                # never leave a fresh channel in the final save: resample only if there is
+                # at least one more validation interval to train it (a duplicate's resample
+                # restarts finish_samples; a retry does not, so retries stop in time)
+                more = samples_seen + config.val_every <= config.max_samples
+                finishing = (finish_from is not None and samples_seen + config.val_every
+                             - finish_from > config.finish_samples)
+                resampled = more and _plan_resampling(model, val_images, val_labels, config,
+                                                      pending, retry=not finishing) or []
                 if resampled:
                     pending.update({drop: digit for drop, _, digit in resampled})
                     resample_channels(model, [r[0] for r in resampled], optimizer,
                                       targets=[r[2] for r in resampled],
                                       target_weight=config.resample_target_weight)
                     last_resample = samples_seen
-                    if finish_from is not None:
+                    if finish_from is not None and any(keep >= 0 for _, keep, _ in resampled):
                         finish_from = samples_seen
                     logger.info("resampled %s", resample_summary(resampled))
             elapsed = time.monotonic() - start_time

@@ -47,6 +47,7 @@ def test_find_duplicates_drops_the_smaller_channel_once():
         points.append((i, 1, 38, 38))
     pairs = find_duplicates(_active(points=points), radius=2)
     assert pairs == [(0, 1)]
+    assert find_duplicates(_active(points=points), radius=2, exclude={1}) == []
     assert find_duplicates(_active(points=points), radius=2, min_active=100) == []
     assert find_duplicates(_active(points=points), radius=0) == []
 
@@ -117,9 +118,9 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
     train_module = importlib.import_module("sparling_core.train")  # the module, not train()
     calls = []
 
-    def fake_duplicates(active, radius, threshold):
+    def fake_duplicates(active, radius, threshold, exclude=frozenset()):
         calls.append(active.shape)
-        return [(4, 7)]
+        return [] if {4, 7} & set(exclude) else [(4, 7)]
 
     monkeypatch.setattr(train_module, "find_duplicates", fake_duplicates)
     base = dict(model=tiny_config(), batch_size=4, val_every=8, val_size=8,
@@ -127,19 +128,20 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
                 channels_last=False, threads=1, resample_duplicates=True,
                 resample_below_density=1.0, resample_cooldown=16)
     out = tmp_path / "run"
-    train(TrainConfig(out=str(out), max_samples=24, **base), progress=False)
+    train(TrainConfig(out=str(out), max_samples=32, **base), progress=False)
     history = load_checkpoint(out).history
-    # checks at 8 and then after the 16-sample cooldown, at 24
+    # checks at 8 and then after the 16-sample cooldown, at 24; none at 32, the last
     # the fresh channel is pointed at a digit (the tiny model explains none of them); at
     # the next check it still has not learned it, so it is drawn again for the same digit
     rows = [h["resampled"] for h in history]
-    assert [[r[:2] for r in row] for row in rows] == [[[4, 7]], [], [[4, -1]]]
+    assert [[r[:2] for r in row] for row in rows] == [[[4, 7]], [], [[4, -1]], []]
     assert rows[0][0][2] == rows[2][0][2]
     state = load_train_state(out)
-    assert state["last_resample"] == 24 and state["resample_pending"] == [[4, rows[0][0][2]]]
-    train(TrainConfig(out=str(out), max_samples=40, **base), resume=True, progress=False)
+    assert state["last_resample"] == 24 and state["samples_seen"] == 32
+    assert state["resample_pending"] == [[4, rows[0][0][2]]]
+    train(TrainConfig(out=str(out), max_samples=48, **base), resume=True, progress=False)
     history = load_checkpoint(out).history
-    assert [len(h["resampled"]) for h in history] == [1, 0, 1, 0, 1]
+    assert [len(h["resampled"]) for h in history] == [1, 0, 1, 0, 1, 0]
     assert all(shape == (8, 10, 100, 100) for shape in calls)
     # off by default: no checks at all
     calls.clear()
@@ -148,7 +150,8 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
     assert calls == []
     # every digit explained (min error above any cross-entropy): nothing is resampled
     train(TrainConfig(out=str(tmp_path / "explained"), max_samples=16,
-                      **{**base, "resample_min_error": 100.0}), progress=False)
+                      **{**base, "resample_min_error": 100.0,
+                                                 "resample_retry_error": 100.0}), progress=False)
     assert all(h["resampled"] == [] for h in load_checkpoint(tmp_path / "explained").history)
     with pytest.raises(ValueError, match="resample_threshold"):
         TrainConfig(resample_threshold=0)
@@ -160,13 +163,51 @@ def test_plan_resampling_retries_releases_and_assigns_free_digits(monkeypatch):
     errors[3], errors[8], errors[5] = 0.69, 0.3, 0.6
     monkeypatch.setattr(train_module, "presence_errors", lambda *a: errors)
     monkeypatch.setattr(train_module, "sparse_activity", lambda *a: None)
-    monkeypatch.setattr(train_module, "find_duplicates",
-                        lambda *a: [(0, 5), (2, 9), (6, 1)])
+    found = [(0, 5), (2, 9), (6, 1), (7, 4)]
+    monkeypatch.setattr(train_module, "find_duplicates", lambda *a, exclude: [
+        (d, k) for d, k in found if d not in exclude and k not in exclude])
     config = TrainConfig(resample_duplicates=True, resample_min_error=0.1,
                          resample_retry_error=0.5)
     # channel 2 learns digit 8 (0.3: learning, keep waiting), channel 7 has learned digit 1
     # (explained: released), channel 4 is stuck on digit 3 (retry); digit 5 is free
     pending = {2: 8, 7: 1, 4: 3}
     rows = train_module._plan_resampling(None, None, None, config, pending)
-    assert rows == [(4, -1, 3), (0, 5, 5)]  # duplicate (2, 9) skipped: 2 is still learning
+    # (2, 9) and (7, 4) skipped: 2 is still learning, 4 is being redrawn
+    assert rows == [(4, -1, 3), (0, 5, 5)]
     assert pending == {2: 8, 4: 3}
+    # near the end of the run: no retries, and pending channels are still left alone
+    rows = train_module._plan_resampling(None, None, None, config, {2: 8, 4: 3}, retry=False)
+    assert rows == [(0, 5, 5)]
+
+
+def test_resampling_changes_only_that_channel_of_the_motif_map():
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config(initial_density=0.01)).eval()
+    images, _ = dc.collate([dc.sample(i) for i in range(2)])
+    with torch.no_grad():
+        before = model.motif_model(images)
+        resample_channels(model, [3])
+        after = model.motif_model(images)
+    changed = (before != after).flatten(2).any(-1).any(0)  # (C,)
+    assert changed.tolist() == [c == 3 for c in range(10)]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"sparsity": "st"}, {"batch_norm": False}, {"decoder": "cells"}, {"sparsity": "l1"},
+    {"sparsity": "topk"}])
+def test_resampling_works_for_every_bottleneck_and_decoder(overrides):
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config(initial_density=0.05, **overrides))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    resample_channels(model, [1, 2], None, targets=[3, 8])  # no optimizer at all
+    resample_channels(model, [1], opt)  # an optimizer without state yet
+    images, labels = dc.collate([dc.sample(i) for i in range(4)])
+    inputs, targets = encode_labels(labels, model.config.max_digits)
+    out = model(images, inputs)
+    loss = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    loss.backward()
+    opt.step()
+    resample_channels(model, [5], opt, targets=[0])
+    assert torch.isfinite(model(images, inputs).logits).all()
+    if overrides.get("decoder") == "cells":  # the decoder's reading of channel 5 is fresh
+        assert (opt.state[model.decoder.cell_conv[0].weight]["exp_avg"][:, 5] == 0).all()
