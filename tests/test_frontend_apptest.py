@@ -85,7 +85,9 @@ class FakeClient:
         self._check("history", model_id)
         return {"history": [{"samples": 20_000 * (i + 1), "loss": 2.0 / (i + 1),
                              "accuracy": min(1.0, 0.1 * i), "density": 0.5 * 0.75**i,
-                             "realised_density": 0.4 * 0.75**i, "threshold": 1.0}
+                             "realised_density": 0.4 * 0.75**i, "threshold": 1.0,
+                             "resampled": [[2, 8, 3]] if i == 5 else [[2, -1, 3]] if i == 7
+                             else []}
                             for i in range(12)]}
 
     def channels(self, model_id):
@@ -355,6 +357,11 @@ def test_training_page(fake):
     assert {"target density", "realised density", "validation accuracy", "training loss"} <= names
     assert fig["layout"]["yaxis"]["type"] == "log"
     assert "Samples seen=240,000" in texts(at)
+    (marks,) = [t for t in fig["data"] if t.get("name") == "channel resampled"]
+    assert marks["x"] == [120_000, 160_000] and marks["y"] == pytest.approx([0.5, 0.7])
+    assert "channel 2 (a copy of channel 8) re-initialised for digit 3" in marks["hovertext"][0]
+    assert "had not learned it" in marks["hovertext"][1]
+    assert any("120,000 samples: channel 2" in c.value for c in at.caption)
 
 
 def test_model_choice_carries_across_pages(fake):

@@ -35,6 +35,28 @@ def series(history: list[dict], field: str) -> tuple[list, list]:
     return xs, ys
 
 
+def resample_events(history: list[dict]) -> list[tuple[int, float | None, str]]:
+    """(samples, accuracy, description) for each validation where channels were resampled:
+    the trainer's `resampled` rows are [channel, the channel it duplicated or -1, digit]."""
+    events = []
+    for row in history:
+        rows = row.get("resampled")
+        if row.get("samples") is None or not isinstance(rows, list):
+            continue
+        parts = []
+        for r in rows:
+            if not (isinstance(r, list) and len(r) == 3 and all(isinstance(x, int) for x in r)):
+                continue
+            channel, keep, digit = r
+            why = f"a copy of channel {keep}" if keep >= 0 else "had not learned it"
+            parts.append(f"channel {channel} ({why}) re-initialised for digit {digit}")
+        if parts:
+            accuracy = row.get("accuracy")
+            events.append((row["samples"], accuracy if isinstance(accuracy, int | float)
+                           else None, "; ".join(parts)))
+    return events
+
+
 def training_figure(history: list[dict]) -> go.Figure:
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
                         subplot_titles=("Density (log scale)", "Accuracy", "Loss"))
@@ -44,6 +66,12 @@ def training_figure(history: list[dict]) -> go.Figure:
             fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers",
                                      marker={"size": 4}, line={"color": colour}),
                           row=row, col=1)
+    events = resample_events(history)
+    if events:
+        fig.add_trace(go.Scatter(
+            x=[e[0] for e in events], y=[e[1] for e in events], name="channel resampled",
+            mode="markers", marker={"size": 11, "symbol": "x", "color": "#9467bd"},
+            hovertext=[e[2] for e in events], hoverinfo="text+x"), row=2, col=1)
     for y, dash in ((MIN_DENSITY, "dot"), (PAPER_DENSITY, "dash")):
         fig.add_hline(y=y, line={"color": "#555555", "dash": dash, "width": 1}, row=1, col=1)
     # annotations on a log axis take log10(y); one label for the two nearby lines
@@ -84,6 +112,11 @@ if isinstance(last.get("loss"), int | float):
 
 st.plotly_chart(training_figure(history), key="training_curves")
 st.caption("Density is the fraction of the motif map left nonzero. Target: what the sparsity "
-           "layer aims for; realised: what the model produced in eval mode.")
+           "layer aims for; realised: what the model produced in eval mode. Crosses mark "
+           "validations where duplicate channels were re-initialised (hover for which).")
+for samples, _, text in resample_events(history):
+    st.caption(f"{samples:,} samples: {text}")
 with st.expander("History rows"):
-    st.dataframe(history, width="stretch")
+    # nested lists (the `resampled` column) as text: one type per column for the table
+    st.dataframe([{k: (str(v) if isinstance(v, list) else v) for k, v in row.items()}
+                  for row in history], width="stretch")
