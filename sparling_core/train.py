@@ -65,8 +65,9 @@ class TrainConfig:
     # nats (the fresh channel is pointed at that digit), then leave resample_cooldown
     # samples before the next check. A resample at the target density restarts the
     # finish_samples count. A fresh channel that has not learned its digit by the next
-    # check (its error still >= resample_retry_error) is drawn again (a retry, which does
-    # not restart the count). Nothing is resampled within one validation of the end.
+    # check (its error still >= resample_retry_error) is drawn again, at most
+    # resample_max_retries times. Every resample restarts the finish_samples count; none
+    # happens within one validation of max_samples.
     resample_duplicates: bool = False
     resample_below_density: float = 1e-3
     resample_radius: int = 4
@@ -74,6 +75,7 @@ class TrainConfig:
     resample_min_error: float = 0.1
     resample_target_weight: float = 1.0  # the fresh channel's presence weight on its digit
     resample_retry_error: float = 0.5  # a fresh channel whose digit is still this bad: redraw
+    resample_max_retries: int = 2
     resample_cooldown: int = 20_000
     bf16: bool = True  # bf16 autocast for the motif model's inner convs (~1.3x on CPU)
     channels_last: bool = True
@@ -92,8 +94,8 @@ class TrainConfig:
             raise ValueError("lr must be positive")
         if not 0 < self.resample_threshold <= 1:
             raise ValueError("resample_threshold must be in (0, 1]")
-        if self.resample_radius < 0 or self.resample_cooldown < 0:
-            raise ValueError("resample_radius and resample_cooldown must be >= 0")
+        if self.resample_radius < 0 or self.resample_cooldown < 0 or self.resample_max_retries < 0:
+            raise ValueError("resample_radius, _cooldown and _max_retries must be >= 0")
         if not 0 < self.resample_below_density <= 1:
             raise ValueError("resample_below_density must be in (0, 1]")
         if self.resample_target_weight <= 0:
@@ -133,19 +135,21 @@ def _training_batch(start: int, batch_size: int) -> tuple[torch.Tensor, list[lis
 
 def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
                      config: TrainConfig, pending: dict[int, int],
-                     retry: bool = True) -> list[tuple[int, int, int]]:
+                     retries: dict[int, int]) -> list[tuple[int, int, int]]:
     """Rows of (channel to resample, the channel it duplicates or -1, the digit it will
     target). `pending` maps channels resampled earlier to their digits: one whose digit is
-    still near chance (>= resample_retry_error) gets a fresh draw at the same digit (if
-    `retry`); one whose digit is explained (< resample_min_error) leaves `pending`. Then the
-    strongest duplicates among the other channels get the worst-explained digits nobody is
-    learning yet."""
+    still near chance (>= resample_retry_error) gets a fresh draw at the same digit, at most
+    resample_max_retries times (`retries` counts them); one whose digit is explained
+    (< resample_min_error) leaves `pending`. Then the strongest duplicates among the other
+    channels get the worst-explained digits nobody is learning yet."""
     errors = presence_errors(model, images, labels)
     for channel, digit in list(pending.items()):
         if errors[digit] < config.resample_min_error:
             del pending[channel]
+            retries.pop(channel, None)
     rows = [(channel, -1, digit) for channel, digit in pending.items()
-            if retry and errors[digit] >= config.resample_retry_error]
+            if errors[digit] >= config.resample_retry_error
+            and retries.get(channel, 0) < config.resample_max_retries]
     free = [d for d in errors.argsort(descending=True).tolist()
             if errors[d] >= config.resample_min_error and d not in pending.values()]
     if free:
@@ -169,6 +173,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     schedule = _make_schedule(config)
     samples_seen, finish_from, last_resample, history = 0, None, None, []
     pending: dict[int, int] = {}  # resampled channel -> its digit, until it is explained
+    retries: dict[int, int] = {}  # resampled channel -> redraws since its first draw
     state = load_train_state(out) if resume else None
     if resume and state is None:
         logger.warning("no training state in %s: starting from scratch", out)
@@ -180,6 +185,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         samples_seen, finish_from = state["samples_seen"], state.get("finish_from")
         last_resample = state.get("last_resample")
         pending = {int(c): int(d) for c, d in state.get("resample_pending", [])}
+        retries = {int(c): int(k) for c, k in state.get("resample_retries", [])}
         history = [h for h in state["history"] if h["samples"] <= samples_seen]
         logger.info("resumed %s at %d samples, %r", out, samples_seen, schedule)
     model.set_density(schedule.density)
@@ -195,7 +201,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
             "samples_seen": samples_seen, "finish_from": finish_from,
             "last_resample": last_resample,
-            "resample_pending": [[c, d] for c, d in pending.items()], "history": history,
+            "resample_pending": [[c, d] for c, d in pending.items()],
+            "resample_retries": [[c, k] for c, k in retries.items()], "history": history,
         })
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
                         history=history, metrics=metrics)
@@ -250,20 +257,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                     and (last_resample is None
                          or samples_seen - last_resample >= config.resample_cooldown)):
                 # never leave a fresh channel in the final save: resample only if there is
-                # at least one more validation interval to train it (a duplicate's resample
-                # restarts finish_samples; a retry does not, so retries stop in time)
+                # at least one more validation interval to train it (a resample restarts
+                # finish_samples; max_minutes cannot be foreseen)
                 more = samples_seen + config.val_every <= config.max_samples
-                finishing = (finish_from is not None and samples_seen + config.val_every
-                             - finish_from > config.finish_samples)
                 resampled = more and _plan_resampling(model, val_images, val_labels, config,
-                                                      pending, retry=not finishing) or []
+                                                      pending, retries) or []
                 if resampled:
+                    for drop, keep, _ in resampled:
+                        retries[drop] = retries.get(drop, 0) + 1 if keep < 0 else 0
                     pending.update({drop: digit for drop, _, digit in resampled})
                     resample_channels(model, [r[0] for r in resampled], optimizer,
                                       targets=[r[2] for r in resampled],
                                       target_weight=config.resample_target_weight)
                     last_resample = samples_seen
-                    if finish_from is not None and any(keep >= 0 for _, keep, _ in resampled):
+                    if finish_from is not None:
                         finish_from = samples_seen
                     logger.info("resampled %s", resample_summary(resampled))
             elapsed = time.monotonic() - start_time

@@ -139,6 +139,7 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
     state = load_train_state(out)
     assert state["last_resample"] == 24 and state["samples_seen"] == 32
     assert state["resample_pending"] == [[4, rows[0][0][2]]]
+    assert state["resample_retries"] == [[4, 1]]
     train(TrainConfig(out=str(out), max_samples=48, **base), resume=True, progress=False)
     history = load_checkpoint(out).history
     assert [len(h["resampled"]) for h in history] == [1, 0, 1, 0, 1, 0]
@@ -170,13 +171,14 @@ def test_plan_resampling_retries_releases_and_assigns_free_digits(monkeypatch):
                          resample_retry_error=0.5)
     # channel 2 learns digit 8 (0.3: learning, keep waiting), channel 7 has learned digit 1
     # (explained: released), channel 4 is stuck on digit 3 (retry); digit 5 is free
-    pending = {2: 8, 7: 1, 4: 3}
-    rows = train_module._plan_resampling(None, None, None, config, pending)
+    pending, retries = {2: 8, 7: 1, 4: 3}, {7: 1}
+    rows = train_module._plan_resampling(None, None, None, config, pending, retries)
     # (2, 9) and (7, 4) skipped: 2 is still learning, 4 is being redrawn
     assert rows == [(4, -1, 3), (0, 5, 5)]
-    assert pending == {2: 8, 4: 3}
-    # near the end of the run: no retries, and pending channels are still left alone
-    rows = train_module._plan_resampling(None, None, None, config, {2: 8, 4: 3}, retry=False)
+    assert pending == {2: 8, 4: 3} and retries == {}
+    # channel 4 was redrawn as often as allowed: it is left alone, and still not a duplicate
+    rows = train_module._plan_resampling(None, None, None, config, {2: 8, 4: 3},
+                                         {4: config.resample_max_retries})
     assert rows == [(0, 5, 5)]
 
 
