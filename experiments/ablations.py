@@ -1,8 +1,9 @@
 """Reproduce the paper's comparison (SPEC 4): MT against ST, no BatchNorm, no annealing,
-L1, KL and TopK, all with the recipe of the shipped MT model.
+L1, KL and TopK, all with one recipe and one budget.
 
-Every variant is the base config (configs/digit-circle-mt.json) with a few overrides and
-the same sample budget (default: as many samples as the shipped MT checkpoint saw). Runs
+Every variant is the base config (configs/digit-circle-mt.json, without its duplicate-
+channel resampling unless --resample) with a few overrides and the same sample budget
+(default 160,000: where the MT run reaches the target density). Runs
 go to runs/ablations/NAME (resumable: run the script again after a kill and it continues
 every unfinished run from its last validation), are evaluated with the same code as
 `sparling evaluate` on the same test images, and are shipped without their training state
@@ -204,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=ROOT / "configs/digit-circle-mt.json")
     p.add_argument("--only", help="comma-separated variants (default: all): "
                    + ", ".join(VARIANTS))
-    p.add_argument("--max-samples", type=int, default=None,
-                   help="budget per run (default: the shipped MT checkpoint's samples_seen)")
+    p.add_argument("--max-samples", type=int, default=160_000,
+                   help="budget per run (default: 160,000, the table's)")
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: cores // parallel)")
@@ -236,11 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--parallel and --eval-n must be >= 1")
     base = json.loads(args.config.read_text())
     budget = args.max_samples
-    if budget is None:
-        shipped = ROOT / "checkpoints/digit-circle-mt/config.json"
-        if not shipped.is_file():
-            p.error(f"{shipped} is missing: give --max-samples")
-        budget = json.loads(shipped.read_text())["samples_seen"]
     if budget < 1:
         p.error("--max-samples must be >= 1")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
