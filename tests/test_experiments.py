@@ -165,3 +165,37 @@ def test_workers_exit_when_the_script_is_killed(tmp_path):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     pytest.fail("the worker outlived its killed parent")
+
+
+def test_phase_misses_splits_hits_by_box_parity(tmp_path, capsys):
+    phases = importlib.import_module("experiments.phase_misses")
+    from sparling_core.domains import digit_circle as dc
+
+    samples = [dc.sample(s) for s in range(40)]
+
+    class FakeModel:  # fires each digit's channel (= the digit) at its centre, but only
+        class bottleneck:  # noqa: N801   when the box starts at an even column
+            @staticmethod
+            def active(y):
+                return y > 0
+
+        @staticmethod
+        def sparse_motifs(images):
+            import torch
+
+            y = torch.zeros(len(images), 10, 100, 100)
+            for i, s in enumerate(samples[:len(images)]):
+                for m in s.motifs:
+                    if m.box[1] % 2 == 0:
+                        y[i, m.digit, m.center[0], m.center[1]] = 1.0
+            return y
+
+    table = phases.phase_hits(FakeModel, {d: d for d in range(10)}, samples, batch_size=40)
+    for cells in table.values():
+        for (_, col), (hits, total) in cells.items():
+            assert hits == (total if col == 0 else 0)
+    assert sum(t for cells in table.values() for _, t in cells.values()) == sum(
+        len(s.motifs) for s in samples)
+    with pytest.raises(SystemExit):  # a folder that is not a checkpoint
+        phases.main([str(tmp_path)])
+    assert "error" in capsys.readouterr().err
