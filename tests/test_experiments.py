@@ -90,6 +90,26 @@ def test_bad_arguments_exit_with_a_message(ablations, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+class _FakeModel:
+    """Stands in for a model: `fire(y)` sets the active values of a zero (N, 10, 100, 100)
+    sparse map."""
+
+    class bottleneck:  # noqa: N801
+        @staticmethod
+        def active(y):
+            return y > 0
+
+    def __init__(self, fire):
+        self.fire = fire
+
+    def sparse_motifs(self, images):
+        import torch
+
+        y = torch.zeros(len(images), 10, 100, 100)
+        self.fire(y)
+        return y
+
+
 def test_channel_sites_finds_the_nearest_digit_and_distance():
     sites = importlib.import_module("experiments.channel_sites")
     from sparling_core.domains import digit_circle as dc
@@ -97,22 +117,11 @@ def test_channel_sites_finds_the_nearest_digit_and_distance():
     samples = [dc.sample(5)]
     first, second = samples[0].motifs[:2]
 
-    class FakeModel:  # fires channel 2 on the first digit's centre, channel 7 3 px off the second
-        class bottleneck:  # noqa: N801
-            @staticmethod
-            def active(y):
-                return y > 0
+    def fire(y):  # channel 2 on the first digit's centre, channel 7 3 px off the second
+        y[0, 2, first.center[0], first.center[1]] = 1.0
+        y[0, 7, second.center[0], second.center[1] + 3] = 1.0
 
-        @staticmethod
-        def sparse_motifs(images):
-            import torch
-
-            y = torch.zeros(len(images), 10, 100, 100)
-            y[0, 2, first.center[0], first.center[1]] = 1.0
-            y[0, 7, second.center[0], second.center[1] + 3] = 1.0
-            return y
-
-    rows = sites.channel_sites(FakeModel(), samples)
+    rows = sites.channel_sites(_FakeModel(fire), samples)
     assert rows[2] == {"channel": 2, "active": 1, "nearest": [(first.digit, 1)],
                        "median_distance": 0.0}
     assert rows[7]["nearest"] == [(second.digit, 1)] and rows[7]["median_distance"] == 3.0
@@ -173,24 +182,14 @@ def test_phase_misses_splits_hits_by_box_parity(tmp_path, capsys):
 
     samples = [dc.sample(s) for s in range(40)]
 
-    class FakeModel:  # fires each digit's channel (= the digit) at its centre, but only
-        class bottleneck:  # noqa: N801   when the box starts at an even column
-            @staticmethod
-            def active(y):
-                return y > 0
+    def fire(y):  # each digit's channel (= the digit) at its centre, if its box starts at
+        for i, s in enumerate(samples):  # an even column
+            for m in s.motifs:
+                if m.box[1] % 2 == 0:
+                    y[i, m.digit, m.center[0], m.center[1]] = 1.0
 
-        @staticmethod
-        def sparse_motifs(images):
-            import torch
-
-            y = torch.zeros(len(images), 10, 100, 100)
-            for i, s in enumerate(samples[:len(images)]):
-                for m in s.motifs:
-                    if m.box[1] % 2 == 0:
-                        y[i, m.digit, m.center[0], m.center[1]] = 1.0
-            return y
-
-    table = phases.phase_hits(FakeModel, {d: d for d in range(10)}, samples, batch_size=40)
+    table = phases.phase_hits(_FakeModel(fire), {d: d for d in range(10)}, samples,
+                              batch_size=40)
     for cells in table.values():
         for (_, col), (hits, total) in cells.items():
             assert hits == (total if col == 0 else 0)
