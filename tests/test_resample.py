@@ -213,3 +213,18 @@ def test_resampling_works_for_every_bottleneck_and_decoder(overrides):
     assert torch.isfinite(model(images, inputs).logits).all()
     if overrides.get("decoder") == "cells":  # the decoder's reading of channel 5 is fresh
         assert (opt.state[model.decoder.cell_conv[0].weight]["exp_avg"][:, 5] == 0).all()
+
+
+def test_trainer_resamples_with_bf16_and_channels_last(tmp_path, monkeypatch):
+    # the trainer's defaults (bf16 autocast, channels-last weights), as the shipped run used
+    train_module = importlib.import_module("sparling_core.train")
+    monkeypatch.setattr(train_module, "find_duplicates",
+                        lambda *a, exclude=frozenset(): [(4, 7)] if 4 not in exclude else [])
+    cfg = TrainConfig(out=str(tmp_path / "run"), model=tiny_config(), batch_size=4,
+                      val_every=8, val_size=8, max_samples=24, decay_per_sample=0.0,
+                      initial_threshold=0.0, threads=1, resample_duplicates=True,
+                      resample_below_density=1.0, resample_cooldown=8)
+    assert cfg.bf16 and cfg.channels_last
+    ckpt = load_checkpoint(train(cfg, progress=False))
+    assert [r[:2] for r in ckpt.history[0]["resampled"]] == [[4, 7]]
+    assert all(torch.isfinite(v.float()).all() for v in ckpt.model.state_dict().values())
