@@ -51,6 +51,7 @@ class ModelConfig:
     motif_channels: int = 10  # one channel per motif kind: the map is (10, 100, 100)
     motif_width: int = 32
     motif_layers: int = 3  # 3x3 convs at half resolution; 3 -> receptive field 14 px >= 12
+    phase_tied: bool = False  # same motif response at even and odd pixels (4x motif compute)
     sparsity: str = "mt"  # mt | st | l1 | kl | topk | none
     batch_norm: bool = True  # BatchNorm in front of the bottleneck (SPEC 1.1)
     penalty_weight: float = 1.0  # lambda of the L1 / KL baselines
@@ -119,15 +120,36 @@ class _ResidualConv(nn.Module):
 
 
 class MotifModel(nn.Module):
-    """Local convolutional motif model g: (N, 1, H, W) -> (N, C, H, W)."""
+    """Local convolutional motif model g: (N, 1, H, W) -> (N, C, H, W).
 
-    def __init__(self, channels: int, width: int, layers: int):
+    It works at half resolution (2x2 space-to-depth), so by default a motif at an even and
+    at an odd pixel are different input patterns to it, learned separately. `phase_tied`
+    runs it on the four 1-px shifts of the image and reads every output pixel from the
+    copy that puts that pixel at the same sub-pixel phase: the same weights then answer at
+    every pixel (equivariant to 1-px shifts), for 4x the compute."""
+
+    def __init__(self, channels: int, width: int, layers: int, phase_tied: bool = False):
         super().__init__()
+        self.phase_tied = phase_tied
         self.stem = nn.Conv2d(4, width, 3, padding=1)
         self.blocks = nn.Sequential(*[_ResidualConv(width) for _ in range(layers - 1)])
         self.head = nn.Conv2d(width, 4 * channels, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.phase_tied:
+            return self._half_resolution(images)
+        n, _, h, w = images.shape
+        padded = F.pad(images, (0, 1, 0, 1))  # background beyond the bottom / right edge
+        shifts = [(a, b) for a in (0, 1) for b in (0, 1)]
+        copies = torch.cat([padded[:, :, a:a + h, b:b + w] for a, b in shifts])  # (4N, ...)
+        out = self._half_resolution(copies)  # (4N, C, H, W)
+        result = out.new_empty(n, out.shape[1], h, w)
+        for k, (a, b) in enumerate(shifts):  # pixel (2i+a, 2j+b) sits at (2i, 2j) there
+            result[:, :, a::2, b::2] = out[k * n:(k + 1) * n, :, 0::2, 0::2][
+                :, :, : (h - a + 1) // 2, : (w - b + 1) // 2]
+        return result
+
+    def _half_resolution(self, images: torch.Tensor) -> torch.Tensor:
         x = F.pixel_unshuffle(images * 2 - 1, 2)  # (N, 4, H/2, W/2)
         x = self.blocks(self.stem(x))  # (N, width, H/2, W/2); bf16 under autocast
         # The last layer runs in fp32 even under autocast: bf16 would quantise the motif
@@ -332,7 +354,7 @@ class SparlingModel(nn.Module):
         super().__init__()
         self.config = config
         self.motif_model = MotifModel(config.motif_channels, config.motif_width,
-                                      config.motif_layers)
+                                      config.motif_layers, config.phase_tied)
         self.bottleneck: SparsityLayer = make_sparsity_layer(
             config.sparsity, config.motif_channels, 1 - config.initial_density,
             batch_norm=config.batch_norm, penalty_weight=config.penalty_weight,

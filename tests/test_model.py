@@ -122,3 +122,23 @@ def test_channel_decoder_learns_the_cyclic_order_from_perfect_maps():
         predicted = dec(memory, mask, inputs).argmax(-1)
     token_accuracy = (predicted == targets)[targets != IGNORE].float().mean().item()
     assert token_accuracy > 0.95
+
+
+def test_phase_tied_motif_model_is_equivariant_to_one_pixel_shifts():
+    from sparling_core.model import MotifModel
+
+    torch.manual_seed(0)
+    images = (torch.rand(2, 1, 40, 40) < 0.3).float()
+    for tied in (False, True):
+        model = MotifModel(3, 8, 2, phase_tied=tied).eval()
+        with torch.no_grad():
+            out = model(images)
+            assert out.shape == (2, 3, 40, 40)
+            for dr, dc in ((0, 1), (1, 0), (1, 1)):
+                shifted = torch.zeros_like(images)
+                shifted[:, :, dr:, dc:] = images[:, :, : 40 - dr, : 40 - dc]
+                moved = model(shifted)
+                # away from the borders, the output moves with the image
+                same = torch.allclose(moved[:, :, 10 + dr:30 + dr, 10 + dc:30 + dc],
+                                      out[:, :, 10:30, 10:30], atol=1e-5)
+                assert same == tied, (tied, dr, dc)
