@@ -1,8 +1,9 @@
 """Reproduce the paper's comparison (SPEC 4): MT against ST, no BatchNorm, no annealing,
 L1, KL and TopK, all with one recipe and one budget.
 
-Every variant is the base config (configs/digit-circle-mt.json, without its duplicate-
-channel resampling unless --resample) with a few overrides and the same sample budget
+Every variant is the base config (configs/digit-circle-mt-untied.json: the shipped
+recipe before the phase-tied motif model, without its duplicate-channel resampling unless
+--resample) with a few overrides and the same sample budget
 (default 160,000: where the MT run reaches the target density). Runs
 go to runs/ablations/NAME (resumable: run the script again after a kill and it continues
 every unfinished run from its last validation), are evaluated with the same code as
@@ -202,7 +203,7 @@ def table(reports: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=ROOT / "configs/digit-circle-mt.json")
+    p.add_argument("--config", type=Path, default=ROOT / "configs/digit-circle-mt-untied.json")
     p.add_argument("--only", help="comma-separated variants (default: all): "
                    + ", ".join(VARIANTS))
     p.add_argument("--max-samples", type=int, default=160_000,

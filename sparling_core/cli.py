@@ -39,14 +39,15 @@ def train(
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option(min=0)] = None,
     sparsity: Annotated[str | None, typer.Option(help="mt | st | l1 | kl | topk | none")] = None,
-    model_size: Annotated[str | None, typer.Option(help="small (default) | tiny")] = None,
+    model_size: Annotated[str | None, typer.Option(
+        help="small (the shipped architecture; the default without a config) | tiny")] = None,
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Train a model on DigitCircle (config file and/or flags; flags win)."""
-    from .model import digit_circle_tiny
+    from .model import digit_circle_small, digit_circle_tiny
     from .train import TrainConfig
 
     _setup_logging(verbose)
@@ -63,7 +64,9 @@ def train(
     model = dict(data.get("model", {}))
     if model_size == "tiny":
         model = {**digit_circle_tiny().to_dict(), **model}
-    elif model_size not in (None, "small"):
+    elif model_size == "small" or (model_size is None and not model):
+        model = {**digit_circle_small().to_dict(), **model}
+    elif model_size is not None:
         _fail(f"--model-size must be small or tiny, got {model_size!r}")
     if sparsity is not None:
         model["sparsity"] = sparsity

@@ -100,8 +100,10 @@ class ModelConfig:
 
 
 def digit_circle_small() -> ModelConfig:
-    """The shipped DigitCircle model."""
-    return ModelConfig()
+    """The shipped DigitCircle model: the default config with the phase-tied motif model.
+    (`phase_tied` defaults to False so that configs saved before it existed load as they
+    were trained.)"""
+    return ModelConfig(phase_tied=True)
 
 
 def digit_circle_tiny() -> ModelConfig:

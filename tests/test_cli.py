@@ -66,6 +66,22 @@ def test_bad_arguments_fail_clearly(args, message, checkpoint, tmp_path):
     assert message in result.output
 
 
+@pytest.mark.parametrize("config_model, tied", [(None, True), ({"motif_width": 8}, False)])
+def test_train_default_model_is_the_shipped_architecture(tmp_path, config_model, tied):
+    """Without a config the small model is the shipped, phase-tied one; a config's own model
+    section is taken as written (phase_tied defaults to False, as in older configs)."""
+    args = ["train", "--out", str(tmp_path / "t"), "--max-samples", "2", "--val-every", "2",
+            "--val-size", "2", "--batch-size", "2", "--threads", "1", "--no-progress"]
+    if config_model is not None:
+        (tmp_path / "c.json").write_text(json.dumps({"model": config_model}))
+        args += ["--config", str(tmp_path / "c.json")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model = json.loads((tmp_path / "t" / "config.json").read_text())["model"]
+    assert model["phase_tied"] is tied
+    assert model["motif_width"] == (32 if tied else 8)
+
+
 def test_train_tiny_from_flags(tmp_path):
     result = runner.invoke(app, ["train", "--model-size", "tiny", "--out", str(tmp_path / "t"),
                                  "--max-samples", "8", "--val-every", "4", "--val-size", "4",
