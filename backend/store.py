@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from sparling_core.analysis.inspect import channel_summaries, parse_channel_to_digit
 from sparling_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from sparling_core.domains import digit_circle as dc
-from sparling_core.inspect import channel_summaries, parse_channel_to_digit
-from sparling_core.model import SparlingModel
+from sparling_core.models.sparling import SparlingModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

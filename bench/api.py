@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from backend.process import free_port, start_server, stop_server  # noqa: E402
 from sparling_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
-from sparling_core.model import SparlingModel, digit_circle_tiny  # noqa: E402
+from sparling_core.models.sparling import SparlingModel, digit_circle_tiny  # noqa: E402
 
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "digit-circle-mt"
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparling_core.sparsity import SpatialSparsity
+from sparling_core.layers.sparsity import SpatialSparsity
 
 
 class Floor(nn.Module):

@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sparling_core.domains import digit_circle as dc
-from sparling_core.model import IGNORE, SparlingModel, digit_circle_small, encode_labels
-from sparling_core.sparsity import SpatialSparsity
+from sparling_core.layers.sparsity import SpatialSparsity
+from sparling_core.models.sparling import IGNORE, SparlingModel, digit_circle_small, encode_labels
 
 
 class _PreActUnit(nn.Module):

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparling_core.evaluate import PAPER_DENSITY  # noqa: E402
+from sparling_core.analysis.evaluate import PAPER_DENSITY  # noqa: E402
 
 # name -> (overrides of the base config, what it tests, the paper's numbers (SPEC 4))
 VARIANTS: dict[str, tuple[dict, str, dict | None]] = {
@@ -122,10 +122,10 @@ def _train_evaluate_ship(name: str, cfg: dict, out: Path, eval_n: int,
                          ship_to: Path | None) -> dict:
     import torch
 
+    from sparling_core.analysis.evaluate import evaluate
     from sparling_core.checkpoint import atomic_write_text, load_checkpoint, load_train_state
     from sparling_core.domains import digit_circle as dc
-    from sparling_core.evaluate import evaluate
-    from sparling_core.train import TrainConfig, train
+    from sparling_core.training.loop import TrainConfig, train
 
     report_path = out / "eval.json"
     state = load_train_state(out)

@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sparling_core.analysis.inspect import parse_channel_to_digit  # noqa: E402
 from sparling_core.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
-from sparling_core.inspect import parse_channel_to_digit  # noqa: E402
 
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 

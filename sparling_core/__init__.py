@@ -3,13 +3,19 @@
 The public API; everything else is an implementation detail.
 """
 
+from .analysis.evaluate import PAPER_DENSITY, PAPER_RESULTS, evaluate
+from .analysis.metrics import MotifStats, align_image, channel_assignment, sequence_error
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .domains import digit_circle
-from .evaluate import PAPER_DENSITY, PAPER_RESULTS, evaluate
-from .metrics import MotifStats, align_image, channel_assignment, sequence_error
-from .model import ModelConfig, SparlingModel, digit_circle_small, digit_circle_tiny
-from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
-from .sparsity import (
+from .domains import (
+    Domain,
+    Motif,
+    Sample,
+    digit_circle,
+    domain_names,
+    get_domain,
+    register,
+)
+from .layers.sparsity import (
     KLSparsity,
     L1Sparsity,
     NoSparsity,
@@ -18,10 +24,18 @@ from .sparsity import (
     TopKSparsity,
     make_sparsity_layer,
 )
-from .train import TrainConfig, train
+from .models.sparling import ModelConfig, SparlingModel, digit_circle_small, digit_circle_tiny
+from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
+from .training.loop import TrainConfig, train
 
 __all__ = [
     "AdaptiveSparsitySchedule",
+    "Domain",
+    "Motif",
+    "Sample",
+    "domain_names",
+    "get_domain",
+    "register",
     "Checkpoint",
     "CheckpointError",
     "FixedSparsitySchedule",

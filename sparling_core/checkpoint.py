@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .model import ModelConfig, SparlingModel
+from .models.sparling import ModelConfig, SparlingModel
 
 __all__ = [
     "CheckpointError",

@@ -41,14 +41,17 @@ def train(
     sparsity: Annotated[str | None, typer.Option(help="mt | st | l1 | kl | topk | none")] = None,
     model_size: Annotated[str | None, typer.Option(
         help="small (the shipped architecture; the default without a config) | tiny")] = None,
+    domain: Annotated[str | None, typer.Option(
+        help="registered domain to train on (default: the config's, else digit-circle)")] = None,
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
-    """Train a model on DigitCircle (config file and/or flags; flags win)."""
-    from .model import digit_circle_small, digit_circle_tiny
-    from .train import TrainConfig
+    """Train a model on a domain (config file and/or flags; flags win)."""
+    from .domains import get_domain
+    from .models.sparling import digit_circle_small, digit_circle_tiny
+    from .training.loop import TrainConfig
 
     _setup_logging(verbose)
     data: dict = {}
@@ -70,6 +73,17 @@ def train(
         _fail(f"--model-size must be small or tiny, got {model_size!r}")
     if sparsity is not None:
         model["sparsity"] = sparsity
+    if domain is not None:
+        model["domain"] = domain
+    try:
+        chosen = get_domain(model.get("domain"))
+    except ValueError as e:
+        _fail(str(e))
+    # the domain fixes vocabulary, label length and image shape; the config may set channels
+    fixed = chosen.model_config_overrides()
+    model = {**model, **{k: v for k, v in fixed.items()
+                         if k != "motif_channels" or "motif_channels" not in model},
+             "domain": chosen.name}
     data["model"] = model
     overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
                      val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr,
@@ -81,7 +95,7 @@ def train(
     except (TypeError, ValueError) as e:
         _fail(f"invalid training config: {e}")
     from .checkpoint import CheckpointError
-    from .train import train as run
+    from .training.loop import train as run
 
     try:
         folder = run(cfg, resume=resume, progress=progress)
@@ -97,13 +111,14 @@ def evaluate(
     first_seed: Annotated[int | None, typer.Option(min=0, help="default: the test range")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the report here "
                          "(default: update CHECKPOINT/metrics.json)")] = None,
+    split: Annotated[str, typer.Option(help="train | val | test")] = "test",
     batch_size: Annotated[int, typer.Option(min=1)] = 100,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Motif metrics (FPE, FNE, CE, E2EE in percent) and density on N test images."""
+    from .analysis.evaluate import evaluate as run
     from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
     from .domains import digit_circle as dc
-    from .evaluate import evaluate as run
 
     try:
         ckpt = load_checkpoint(checkpoint)
@@ -115,33 +130,43 @@ def evaluate(
     report["samples_seen"] = ckpt.meta.get("samples_seen")
     text = json.dumps(report, indent=2) + "\n"
     target = json_path if json_path is not None else checkpoint / "metrics.json"
-    if json_path is not None and json_path.parent and not json_path.parent.exists():
-        _fail(f"folder {json_path.parent} does not exist")
     atomic_write_text(target, text)
+    def pct(key: str) -> str:
+        return "n/a" if report.get(key) is None else f"{report[key]:.2f}%"
+
+    ratio = report.get("density_ratio")
     typer.echo(
-        f"{ckpt.name}: n={report['n']} E2EE={report['e2ee']:.2f}% FPE={report['fpe']:.2f}% "
-        f"FNE={report['fne']:.2f}% CE={report['ce']:.2f}% density={report['density']:.3g} "
-        f"({report['density_ratio']:.2f}x min) -> {target}")
+        f"{ckpt.name} ({report['domain']}): n={report['n']} E2EE={pct('e2ee')} "
+        f"FPE={pct('fpe')} FNE={pct('fne')} CE={pct('ce')} density={report['density']:.3g}"
+        + (f" ({ratio:.2f}x min)" if ratio is not None else "") + f" -> {target}")
 
 
 @app.command()
 def sample(
-    seed: Annotated[int, typer.Option(min=0, help="the sample's seed")],
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="the sample's seed")],
     out: Annotated[Path, typer.Option(help="output folder (created)")],
+    domain: Annotated[str, typer.Option(help="registered domain")] = "digit-circle",
+    split: Annotated[str, typer.Option(help="train | val | test (folder domains)")] = "train",
 ) -> None:
-    """Write OUT/SEED.png (ink white on black) and OUT/SEED.json (label and motifs)."""
+    """Write OUT/SEED.png (ink white on black) and OUT/SEED.json (label tokens and motifs)."""
+    import numpy as np
     from PIL import Image
 
-    from .domains import digit_circle as dc
+    from .domains import get_domain
 
+    try:
+        chosen = get_domain(domain)
+        s = chosen.sample(seed, split)
+    except (ValueError, IndexError) as e:
+        _fail(str(e))
     if out.exists() and not out.is_dir():
         _fail(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    s = dc.sample(seed)
-    Image.fromarray(s.image * 255, mode="L").save(out / f"{seed}.png")
-    payload = {"label": s.label, "motifs": [m.to_dict() for m in s.motifs]}
+    pixels = np.clip(np.round(np.asarray(s.image, dtype=np.float64) * 255), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8), mode="L").save(out / f"{seed}.png")
+    payload = {"domain": chosen.name, **s.to_dict()}
     (out / f"{seed}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    typer.echo(f"{out / f'{seed}.png'}: label {s.label}")
+    typer.echo(f"{out / f'{seed}.png'}: label {' '.join(s.label)}")
 
 
 @app.command()

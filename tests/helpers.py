@@ -7,10 +7,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sparling_core.analysis.evaluate import evaluate
 from sparling_core.checkpoint import save_checkpoint
 from sparling_core.domains import digit_circle as dc
-from sparling_core.evaluate import evaluate
-from sparling_core.model import IGNORE, ModelConfig, SparlingModel, digit_circle_tiny, encode_labels
+from sparling_core.models.sparling import (
+    IGNORE,
+    ModelConfig,
+    SparlingModel,
+    digit_circle_tiny,
+    encode_labels,
+)
 
 
 def tiny_config(**overrides) -> ModelConfig:

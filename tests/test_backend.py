@@ -24,7 +24,7 @@ from helpers import make_tiny_checkpoint  # noqa: E402
 from backend import store as store_module  # noqa: E402
 from backend.main import create_app  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from sparling_core import inspect as si  # noqa: E402
+from sparling_core.analysis import inspect as si  # noqa: E402
 from sparling_core.checkpoint import load_checkpoint  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
 
@@ -805,7 +805,7 @@ def test_a_model_of_another_image_size(tmp_path):
     from helpers import tiny_config
 
     from sparling_core.checkpoint import save_checkpoint
-    from sparling_core.model import SparlingModel
+    from sparling_core.models.sparling import SparlingModel
 
     save_checkpoint(tmp_path / "small", SparlingModel(tiny_config(image_size=64)).eval())
     with make_client(tmp_path) as c:

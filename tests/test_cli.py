@@ -25,8 +25,9 @@ def test_sample_writes_png_and_json(tmp_path):
     assert image.shape == (100, 100) and set(np.unique(image)) <= {0, 255}
     assert np.array_equal(image == 255, expected.image == 1)
     data = json.loads((tmp_path / "s" / "12.json").read_text())
-    assert data["label"] == expected.label
-    assert data["motifs"][0] == {"digit": expected.motifs[0].digit,
+    assert data["domain"] == "digit-circle"
+    assert data["label"] == [str(d) for d in expected.label]
+    assert data["motifs"][0] == {"symbol": str(expected.motifs[0].digit),
                                  "center": list(expected.motifs[0].center),
                                  "box": list(expected.motifs[0].box)}
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sparling_core.checkpoint import load_checkpoint
-from sparling_core.model import digit_circle_tiny
+from sparling_core.models.sparling import digit_circle_tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

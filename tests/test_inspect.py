@@ -1,4 +1,5 @@
-"""sparling_core.inspect: the tensor work behind the service, on a tiny trained checkpoint."""
+"""sparling_core.analysis.inspect: the tensor work behind the service, on a tiny trained
+checkpoint."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from helpers import make_tiny_checkpoint  # noqa: E402
 
-from sparling_core import inspect as si  # noqa: E402
+from sparling_core.analysis import inspect as si  # noqa: E402
+from sparling_core.analysis.metrics import MotifStats, align_image  # noqa: E402
 from sparling_core.checkpoint import load_checkpoint  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
-from sparling_core.metrics import MotifStats, align_image  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -170,7 +171,7 @@ def test_analyze_agrees_with_the_metrics_module(model, seed):
         if expected is not None:
             assert result[key] == pytest.approx(expected)
     assert result["label"] == s.label
-    assert len(result["digits"]) == len(s.motifs)
+    assert len(result["motifs"]) == len(s.motifs)
     assert len(result["false_positives"]) == report["false_positive_pixels"]
     assert result["n_active"] == int((motifs != 0).sum())
 
@@ -187,11 +188,12 @@ def test_analyze_statuses_on_a_known_map(model, monkeypatch):
     monkeypatch.setattr(model, "sparse_motifs", lambda images: crafted.clone())
     c2d = {4: 2, 6: 9, 1: 5}
     result = si.analyze(model, np.zeros((100, 100), np.float32), motifs, c2d)
-    assert [d["status"] for d in result["digits"]] == ["hit", "confused", "missed"]
-    assert result["digits"][0] | {"box": None} == {
-        "digit": 2, "box": None, "status": "hit", "channel": 4, "value": 3.0, "row": 15,
+    assert [d["status"] for d in result["motifs"]] == ["hit", "confused", "missed"]
+    assert result["motifs"][0] | {"box": None} == {
+        "symbol": "2", "box": None, "status": "hit", "channel": 4, "value": 3.0, "row": 15,
         "col": 12}
-    assert result["digits"][2]["channel"] is None and result["digits"][2]["value"] == 0.0
+    assert result["motifs"][2]["channel"] is None and result["motifs"][2]["value"] == 0.0
+    assert result["assignment"] == {"1": "5", "4": "2", "6": "9"}
     assert result["false_positives"] == [{"channel": 1, "row": 95, "col": 5, "value": 0.5}]
     assert result["fpe"] == pytest.approx(100 / 3)  # 1 FP / (2 predicted + 1 FP)
     assert result["fne"] == pytest.approx(100 / 3)  # 1 missed of 3
@@ -199,7 +201,7 @@ def test_analyze_statuses_on_a_known_map(model, monkeypatch):
     assert result["n_active"] == 4 and result["label"] is None
     # without an assignment the image's own best assignment makes both predictions hits
     own = si.analyze(model, np.zeros((100, 100), np.float32), motifs, None)
-    assert [d["status"] for d in own["digits"]] == ["hit", "hit", "missed"]
+    assert [d["status"] for d in own["motifs"]] == ["hit", "hit", "missed"]
     assert own["ce"] == 0.0
 
 
@@ -207,7 +209,7 @@ def test_analyze_reports_null_rates_without_denominators(model, monkeypatch):
     monkeypatch.setattr(model, "sparse_motifs", lambda images: torch.zeros(1, 10, 100, 100))
     result = si.analyze(model, np.zeros((100, 100), np.float32), [], {})
     assert result["fpe"] is None and result["fne"] is None and result["ce"] is None
-    assert result["digits"] == [] and result["n_active"] == 0
+    assert result["motifs"] == [] and result["n_active"] == 0
 
 
 def test_parse_channel_to_digit():
@@ -287,7 +289,7 @@ N_SUMMARY = 6
 @pytest.fixture(scope="module")
 def summaries(checkpoint):
     c2d = si.parse_channel_to_digit(checkpoint.metrics["channel_to_digit"], 10)
-    return si.channel_summaries(checkpoint.model, N_SUMMARY, channel_to_digit=c2d)
+    return si.channel_summaries(checkpoint.model, N_SUMMARY, assignment=c2d)
 
 
 def test_channel_summaries_count_what_the_model_does(checkpoint, summaries):
@@ -305,7 +307,8 @@ def test_channel_summaries_count_what_the_model_does(checkpoint, summaries):
             assert hist["edges"][0] == pytest.approx(values.min().item())
             assert hist["edges"][-1] == pytest.approx(values.max().item())
     c2d = checkpoint.metrics["channel_to_digit"]
-    assert {str(s["channel"]): s["digit"] for s in summaries} == c2d
+    assert {str(s["channel"]): s["symbol"] for s in summaries} == {
+        c: str(d) for c, d in c2d.items()}
 
 
 def test_channel_summaries_top_crops(summaries):
@@ -329,14 +332,14 @@ def test_channel_summaries_top_crops(summaries):
 def test_channel_summaries_second_pass_is_exact(checkpoint, summaries):
     """Over the value budget, the histogram is counted in a second pass: same numbers."""
     c2d = si.parse_channel_to_digit(checkpoint.metrics["channel_to_digit"], 10)
-    again = si.channel_summaries(checkpoint.model, N_SUMMARY, channel_to_digit=c2d,
+    again = si.channel_summaries(checkpoint.model, N_SUMMARY, assignment=c2d,
                                  max_values=10, batch_size=4)
     assert again == summaries
 
 
 def test_channel_summaries_assign_digits_without_a_checkpoint_assignment(model):
     result = si.channel_summaries(model, 3, top_k=2, crop=8)
-    digits = [s["digit"] for s in result if s["digit"] is not None]
+    digits = [s["symbol"] for s in result if s["symbol"] is not None]
     assert len(digits) == len(set(digits))  # one-to-one
     assert all(len(s["top_crops"]) <= 2 for s in result)
 

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from sparling_core.domains.digit_circle import Motif
-from sparling_core.metrics import (
+from sparling_core.analysis.metrics import (
     MotifStats,
     align_image,
     channel_assignment,
     edit_distance,
     sequence_error,
 )
+from sparling_core.domains.digit_circle import Motif
 
 MOTIFS = [Motif(3, (16, 14), (10, 10, 22, 19)), Motif(7, (56, 54), (50, 50, 62, 58))]
 

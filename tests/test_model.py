@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sparling_core.domains import digit_circle as dc
-from sparling_core.model import (  # noqa: E402
+from sparling_core.models.sparling import (  # noqa: E402
     EOS,
     IGNORE,
     ChannelDecoder,
@@ -125,7 +125,7 @@ def test_channel_decoder_learns_the_cyclic_order_from_perfect_maps():
 
 
 def test_phase_tied_motif_model_is_equivariant_to_one_pixel_shifts():
-    from sparling_core.model import MotifModel
+    from sparling_core.models.sparling import MotifModel
 
     torch.manual_seed(0)
     images = (torch.rand(2, 1, 40, 40) < 0.3).float()

@@ -8,15 +8,15 @@ from helpers import tiny_config
 
 from sparling_core.checkpoint import load_checkpoint, load_train_state
 from sparling_core.domains import digit_circle as dc
-from sparling_core.model import IGNORE, SparlingModel, encode_labels, presence_targets
-from sparling_core.resample import (
+from sparling_core.models.sparling import IGNORE, SparlingModel, encode_labels, presence_targets
+from sparling_core.training.loop import TrainConfig, train
+from sparling_core.training.resample import (
     cofiring,
     find_duplicates,
     presence_errors,
     resample_channels,
     sparse_activity,
 )
-from sparling_core.train import TrainConfig, train
 
 
 def _active(n=2, c=4, points=()):
@@ -115,7 +115,7 @@ def test_presence_errors_single_out_the_unexplained_digit():
 
 
 def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
-    train_module = importlib.import_module("sparling_core.train")  # the module, not train()
+    train_module = importlib.import_module("sparling_core.training.loop")  # the module, not train()
     calls = []
 
     def fake_duplicates(active, radius, threshold, exclude=frozenset()):
@@ -159,7 +159,7 @@ def test_trainer_resamples_records_and_resumes(tmp_path, monkeypatch):
 
 
 def test_plan_resampling_retries_releases_and_assigns_free_digits(monkeypatch):
-    train_module = importlib.import_module("sparling_core.train")
+    train_module = importlib.import_module("sparling_core.training.loop")
     errors = torch.full((10,), 0.01)
     errors[3], errors[8], errors[5] = 0.69, 0.3, 0.6
     monkeypatch.setattr(train_module, "presence_errors", lambda *a: errors)
@@ -217,7 +217,7 @@ def test_resampling_works_for_every_bottleneck_and_decoder(overrides):
 
 def test_trainer_resamples_with_bf16_and_channels_last(tmp_path, monkeypatch):
     # the trainer's defaults (bf16 autocast, channels-last weights), as the shipped run used
-    train_module = importlib.import_module("sparling_core.train")
+    train_module = importlib.import_module("sparling_core.training.loop")
     monkeypatch.setattr(train_module, "find_duplicates",
                         lambda *a, exclude=frozenset(): [(4, 7)] if 4 not in exclude else [])
     cfg = TrainConfig(out=str(tmp_path / "run"), model=tiny_config(), batch_size=4,

@@ -2,7 +2,7 @@ import pytest
 import sparling
 import torch
 
-from sparling_core.sparsity import (
+from sparling_core.layers.sparsity import (
     KLSparsity,
     L1Sparsity,
     SpatialSparsity,

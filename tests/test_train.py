@@ -9,9 +9,9 @@ import time
 import torch
 from helpers import tiny_config
 
+from sparling_core.analysis.evaluate import evaluate
 from sparling_core.checkpoint import load_checkpoint, load_train_state
-from sparling_core.evaluate import evaluate
-from sparling_core.train import TrainConfig, train
+from sparling_core.training.loop import TrainConfig, train
 
 
 def _config(out, **kw) -> TrainConfig:
@@ -38,7 +38,7 @@ def test_loop_schedule_checkpoint_and_evaluate(tmp_path):
 def test_schedule_anneals_and_stops_at_target(tmp_path, monkeypatch):
     # a perfect validation accuracy beats the decayed threshold every time: each validation
     # lowers the density, and the target is three steps away
-    train_module = importlib.import_module("sparling_core.train")  # the module, not train()
+    train_module = importlib.import_module("sparling_core.training.loop")  # the module, not train()
 
     monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
     cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3,
@@ -94,7 +94,7 @@ def test_sigkill_then_resume(tmp_path):
 
 
 def test_finish_samples_hold_the_target_density(tmp_path, monkeypatch):
-    train_module = importlib.import_module("sparling_core.train")  # the module, not train()
+    train_module = importlib.import_module("sparling_core.training.loop")  # the module, not train()
 
     monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
     cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3,

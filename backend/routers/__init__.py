@@ -1,1 +1,1 @@
-"""Thin routers per resource under /v1: HTTP in, sparling_core.inspect, HTTP out."""
+"""Thin routers per resource under /v1: HTTP in, sparling_core.analysis.inspect, HTTP out."""

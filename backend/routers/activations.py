@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
-from sparling_core.inspect import prepare_image, run_images
+from sparling_core.analysis.inspect import prepare_image, run_images
 
 from ..deps import IMAGE_BODY_OPENAPI, ModelDep, UploadedImage
 from ..schemas import ActivationsOut, BatchIn, BatchOut, ErrorDetail

@@ -3,8 +3,8 @@
 import numpy as np
 from fastapi import APIRouter, HTTPException
 
+from sparling_core.analysis.inspect import analyze, intervene, prepare_image
 from sparling_core.domains import digit_circle as dc
-from sparling_core.inspect import analyze, intervene, prepare_image
 
 from ..deps import ModelDep
 from ..schemas import (

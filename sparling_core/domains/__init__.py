@@ -1,0 +1,28 @@
+"""Domains: datasets with ground-truth motifs, behind one interface (`base.Domain`) and a
+registry (`get_domain(name)`). Importing this package registers the built-in domains."""
+
+from .base import (
+    DEFAULT_DOMAIN,
+    SPLITS,
+    Domain,
+    Motif,
+    Sample,
+    domain_names,
+    get_domain,
+    register,
+    register_factory,
+)
+from .digit_circle import DigitCircle
+
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "SPLITS",
+    "DigitCircle",
+    "Domain",
+    "Motif",
+    "Sample",
+    "domain_names",
+    "get_domain",
+    "register",
+    "register_factory",
+]

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from .base import Domain, Sample, register
+from .base import Motif as GenericMotif
+
 IMAGE_SIZE = 100
 NUM_DIGITS = 10
 MIN_DIGITS, MAX_DIGITS = 3, 6
@@ -180,3 +183,34 @@ class DigitCircleStream(IterableDataset):
         while seed < VALIDATION_SEEDS_START:
             yield sample(seed)
             seed += step
+
+
+class DigitCircle(Domain):
+    """DigitCircle through the Domain interface: the same images, labels and motifs as
+    `sample(seed)`, with tokens and symbols as the strings "0" .. "9"."""
+
+    name = "digit-circle"
+    description = "3 to 6 distinct digits around a circle in a noisy 100x100 image (SPEC 2)"
+    image_shape = (IMAGE_SIZE, IMAGE_SIZE)
+    vocabulary = tuple(str(d) for d in range(NUM_DIGITS))
+    max_label_length = MAX_DIGITS
+    min_label_length = 1  # an empty answer is never right
+    symbols = tuple(str(d) for d in range(NUM_DIGITS))
+    assignment = "one-to-one"
+    motif_channels = NUM_DIGITS
+
+    def sample(self, seed: int, split: str = "train") -> Sample:
+        s = sample(seed)
+        return Sample(s.seed, s.image, [str(d) for d in s.label],
+                      [GenericMotif(str(m.digit), m.center, m.box) for m in s.motifs])
+
+    def split_range(self, split: str) -> range:
+        self.check_split(split)
+        start = {"train": 0, "val": VALIDATION_SEEDS_START, "test": TEST_SEEDS_START}[split]
+        return range(start, start + SPLIT_SIZE)
+
+    def theoretical_min_density(self, channels: int | None = None) -> float:
+        return theoretical_min_density(channels or NUM_DIGITS)
+
+
+DIGIT_CIRCLE = register(DigitCircle())

@@ -19,14 +19,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import (
+from ..analysis.evaluate import PAPER_DENSITY, exact_match_accuracy
+from ..checkpoint import (
     load_train_state,
     save_checkpoint,
     save_train_state,
 )
-from .domains import digit_circle as dc
-from .evaluate import PAPER_DENSITY, exact_match_accuracy
-from .model import IGNORE, ModelConfig, SparlingModel, encode_labels, presence_targets
+from ..domains import Domain, get_domain
+from ..models.sparling import IGNORE, ModelConfig, SparlingModel, encode_labels, presence_targets
+from ..schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 from .resample import (
     find_duplicates,
     presence_errors,
@@ -34,7 +35,6 @@ from .resample import (
     resample_summary,
     sparse_activity,
 )
-from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class TrainConfig:
     multiplier: float = 0.75
     target_density: float = PAPER_DENSITY  # stop once the schedule reaches it
     finish_samples: int = 0  # further training at the target density before stopping
-    # Duplicate-channel resampling (sparling_core/resample.py): at validations once the
+    # Duplicate-channel resampling (sparling_core/training/resample.py): at validations once the
     # density is <= resample_below_density, re-initialise one of any two channels that fire
     # together (>= resample_threshold of each one's activations within resample_radius px
     # of the other's) while some digit's presence is predicted worse than resample_min_error
@@ -128,9 +128,13 @@ def _make_schedule(config: TrainConfig):
     )
 
 
-def _training_batch(start: int, batch_size: int) -> tuple[torch.Tensor, list[list[int]]]:
-    """The data position is the seed: samples start .. start + batch_size - 1."""
-    return dc.collate([dc.sample(start + i) for i in range(batch_size)])
+def _training_batch(domain: Domain, start: int, batch_size: int
+                    ) -> tuple[torch.Tensor, list[list[int]]]:
+    """The data position picks the samples: training seeds start .. start + batch_size - 1
+    of the domain's train split (wrapping around a finite split, epoch after epoch)."""
+    seeds = domain.split_range("train")
+    return domain.batch(domain.samples(
+        [seeds[(start + i) % len(seeds)] for i in range(batch_size)], "train"))
 
 
 def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
@@ -159,12 +163,31 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     return rows
 
 
+def _check_domain(model: ModelConfig, domain: Domain) -> None:
+    """The model config must fit the domain it names (vocabulary, length, image shape)."""
+    expected = domain.model_config_overrides()
+    free = ("motif_channels", "min_length", "image_size", "max_digits")
+    wrong = [f"{k}={getattr(model, k)!r} (the domain needs {v!r})"
+             for k, v in expected.items() if k not in free and getattr(model, k) != v]
+    if model.image_shape != tuple(domain.image_shape):
+        wrong.append(f"image {model.image_shape} (the domain's images are {domain.image_shape})")
+    if model.max_digits < domain.max_label_length:
+        wrong.append(f"max_digits={model.max_digits} < the longest label "
+                     f"{domain.max_label_length}")
+    if wrong:
+        raise ValueError(f"the model config does not fit domain {domain.name!r}: "
+                         + "; ".join(wrong))
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     out = Path(config.out)
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    # 1. Set-up: model, optimizer, schedule, fixed validation set; or the saved state.
+    # 1. Set-up: the domain, model, optimizer, schedule, fixed validation set; or the saved
+    # state.
+    domain = get_domain(config.model.domain)
+    _check_domain(config.model, domain)
     torch.manual_seed(config.seed)
     model = SparlingModel(config.model)
     if config.channels_last:
@@ -190,10 +213,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         logger.info("resumed %s at %d samples, %r", out, samples_seen, schedule)
     model.set_density(schedule.density)
     model.train()
-    val = [dc.sample(s) for s in range(dc.VALIDATION_SEEDS_START,
-                                       dc.VALIDATION_SEEDS_START + config.val_size)]
-    val_images = dc.images_to_tensor(np.stack([s.image for s in val]))
-    val_labels = [s.label for s in val]
+    val_seeds = domain.split_range("val")
+    val_images, val_labels = domain.batch(
+        domain.samples(val_seeds[:min(config.val_size, len(val_seeds))], "val"))
 
     def save(metrics: dict | None = None) -> None:
         save_train_state(out, {
@@ -222,16 +244,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         if config.max_minutes is not None and minutes >= config.max_minutes:
             stop_reason = "max_minutes"
             break
-        images, labels = _training_batch(samples_seen, config.batch_size)
+        images, labels = _training_batch(domain, samples_seen, config.batch_size)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        inputs, targets = encode_labels(labels, config.model.max_digits)
+        inputs, targets = encode_labels(labels, config.model.max_digits, config.model.vocab_size)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             output = model(images, inputs)
         sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
                                         ignore_index=IGNORE)
-        presence_loss = F.binary_cross_entropy_with_logits(output.presence_logits,
-                                                           presence_targets(labels))
+        presence_loss = F.binary_cross_entropy_with_logits(
+            output.presence_logits, presence_targets(labels, config.model.vocab_size))
         loss = sequence_loss + output.penalty + config.model.presence_weight * presence_loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at {samples_seen} samples")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sparsity import SPARSITY_KINDS, SparsityLayer, make_sparsity_layer
+from ..layers.sparsity import SPARSITY_KINDS, SparsityLayer, make_sparsity_layer
 
 __all__ = [
     "ModelConfig",
@@ -38,16 +38,18 @@ __all__ = [
     "digit_circle_tiny",
 ]
 
-NUM_CLASSES = 10
-EOS = 10  # output vocabulary: digits 0-9 and end of sequence
-BOS = 11  # decoder input only
+NUM_CLASSES = 10  # DigitCircle's vocabulary size: the default of ModelConfig.vocab_size
+EOS = 10  # DigitCircle's end token (= vocab_size); generic code uses ModelConfig.eos
+BOS = 11  # DigitCircle's start token (= vocab_size + 1); generic code uses ModelConfig.bos
 IGNORE = -100
-DECODER_KINDS = ("channels", "cells")
+DECODER_KINDS = ("points", "channels", "cells")
 
 
 @dataclass
 class ModelConfig:
-    image_size: int = 100
+    # The defaults are DigitCircle's; `Domain.model_config_overrides()` gives another domain's.
+    domain: str = "digit-circle"  # the registered domain the model reads (sparling_core.domains)
+    image_size: int | list[int] = 100  # H = W, or [H, W]
     motif_channels: int = 10  # one channel per motif kind: the map is (10, 100, 100)
     motif_width: int = 32
     motif_layers: int = 3  # 3x3 convs at half resolution; 3 -> receptive field 14 px >= 12
@@ -57,13 +59,20 @@ class ModelConfig:
     penalty_weight: float = 1.0  # lambda of the L1 / KL baselines
     accumulate_survivors: float | None = None  # pool batches for the quantile (MT / ST)
     initial_density: float = 0.5
-    decoder: str = "channels"  # channels (angular channel tokens) | cells (cell grid)
+    # points: the generic point-set decoder (the strongest max_points activations, each a
+    # token of channel, value and place; no domain rule). channels: DigitCircle-shaped
+    # (channel tokens sorted by angle). cells: a max-pooled grid of cell tokens.
+    decoder: str = "channels"
     pool: int = 4  # cell size in pixels of the "cells" decoder
+    max_points: int = 32  # the "points" decoder reads at most this many activations
+    fourier_features: int = 16  # random Fourier frequencies of a point's place ("points")
     d_model: int = 64
     n_heads: int = 4
     encoder_layers: int = 2
     decoder_layers: int = 2
-    max_digits: int = 6
+    max_digits: int = 6  # the maximum label length in tokens (end token not counted)
+    vocab_size: int = NUM_CLASSES  # output tokens; the end token is vocab_size
+    min_length: int = 1  # decoding never ends before this many tokens
     # Auxiliary loss from the label alone: which digits the answer contains, predicted from
     # each channel's strongest activation. No motif positions are used; it gives the motif
     # model a direct signal that shortens the dense start of training.
@@ -74,14 +83,43 @@ class ModelConfig:
             raise ValueError(f"sparsity must be one of {SPARSITY_KINDS}, got {self.sparsity!r}")
         if self.decoder not in DECODER_KINDS:
             raise ValueError(f"decoder must be one of {DECODER_KINDS}, got {self.decoder!r}")
-        if self.image_size % 2 or self.image_size % self.pool:
-            raise ValueError("image_size must be even and divisible by pool")
+        if isinstance(self.image_size, (list, tuple)):
+            self.image_size = [int(v) for v in self.image_size]
+            if len(self.image_size) != 2:
+                raise ValueError("image_size must be one number or [height, width]")
+        h, w = self.image_shape
+        if h < 2 or w < 2 or h % 2 or w % 2:
+            raise ValueError(f"image height and width must be even and >= 2, got {h}x{w}")
+        if self.decoder != "points" and (h != w or h % self.pool):
+            raise ValueError(f"the {self.decoder!r} decoder needs square images divisible "
+                             "by pool; use decoder 'points'")
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
         if self.motif_layers < 1 or self.motif_width < 1:
             raise ValueError("motif_layers and motif_width must be >= 1")
         if not 0 < self.initial_density <= 1:
             raise ValueError("initial_density must be in (0, 1]")
+        if self.max_points < 1 or self.fourier_features < 1:
+            raise ValueError("max_points and fourier_features must be >= 1")
+        if (self.vocab_size < 1 or self.max_digits < 1
+                or not 0 <= self.min_length <= self.max_digits):
+            raise ValueError("vocab_size and max_digits must be >= 1, min_length in "
+                             "0..max_digits")
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W)."""
+        if isinstance(self.image_size, (list, tuple)):
+            return int(self.image_size[0]), int(self.image_size[1])
+        return int(self.image_size), int(self.image_size)
+
+    @property
+    def eos(self) -> int:
+        return self.vocab_size
+
+    @property
+    def bos(self) -> int:
+        return self.vocab_size + 1
 
     @property
     def receptive_field(self) -> int:
@@ -140,16 +178,24 @@ class MotifModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not self.phase_tied:
             return self._half_resolution(images)
+        return self._all_phases(images)
+
+    def _all_phases(self, images: torch.Tensor) -> torch.Tensor:
+        """The half-resolution model on the four 1-px shifts of the image, each output pixel
+        read from the shift that puts it at sub-pixel phase (0, 0), computed without copies:
+        a stride-1 space-to-depth, the same convs dilated by 2 at full resolution, and the
+        head's phase-(0, 0) rows. Equal to running `_half_resolution` on the four shifted
+        copies and interleaving them (tested)."""
         n, _, h, w = images.shape
-        padded = F.pad(images, (0, 1, 0, 1))  # background beyond the bottom / right edge
-        shifts = [(a, b) for a in (0, 1) for b in (0, 1)]
-        copies = torch.cat([padded[:, :, a:a + h, b:b + w] for a, b in shifts])  # (4N, ...)
-        out = self._half_resolution(copies)  # (4N, C, H, W)
-        result = out.new_empty(n, out.shape[1], h, w)
-        for k, (a, b) in enumerate(shifts):  # pixel (2i+a, 2j+b) sits at (2i, 2j) there
-            result[:, :, a::2, b::2] = out[k * n:(k + 1) * n, :, 0::2, 0::2][
-                :, :, : (h - a + 1) // 2, : (w - b + 1) // 2]
-        return result
+        padded = F.pad(images * 2 - 1, (0, 1, 0, 1), value=-1.0)  # background beyond the edge
+        x = torch.cat([padded[:, :, a:a + h, b:b + w] for a in (0, 1) for b in (0, 1)], 1)
+        x = F.conv2d(x, self.stem.weight, self.stem.bias, padding=2, dilation=2)  # (N, width, H, W)
+        for block in self.blocks:
+            x = x + F.conv2d(F.relu(x), block.conv.weight, block.conv.bias, padding=2, dilation=2)
+        with torch.autocast(x.device.type, enabled=False):  # fp32 head, as below
+            # pixel_shuffle puts head row 4c + 0 at sub-pixel (0, 0) of channel c
+            return F.conv2d(F.relu(x).float(), self.head.weight[0::4].float(),
+                            self.head.bias[0::4].float())  # (N, C, H, W)
 
     def _half_resolution(self, images: torch.Tensor) -> torch.Tensor:
         x = F.pixel_unshuffle(images * 2 - 1, 2)  # (N, 4, H/2, W/2)
@@ -164,15 +210,16 @@ class MotifModel(nn.Module):
 class _SequenceHead(nn.Module):
     """Autoregressive transformer decoder over a memory of tokens: teacher-forced logits."""
 
-    def __init__(self, d_model: int, n_heads: int, layers: int, max_len: int):
+    def __init__(self, d_model: int, n_heads: int, layers: int, max_len: int,
+                 vocab_size: int = NUM_CLASSES):
         super().__init__()
         dec = nn.TransformerDecoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(dec, layers)
-        self.token_embedding = nn.Embedding(BOS + 1, d_model)
+        self.token_embedding = nn.Embedding(vocab_size + 2, d_model)  # + end, start
         self.position_embedding = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
         self.norm = nn.LayerNorm(d_model)
-        self.out = nn.Linear(d_model, EOS + 1)
+        self.out = nn.Linear(d_model, vocab_size + 1)  # + end
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
                 inputs: torch.Tensor) -> torch.Tensor:
@@ -196,7 +243,7 @@ class MotifDecoder(nn.Module):
 
     def __init__(self, channels: int, image_size: int, pool: int, max_tokens: int,
                  d_model: int, n_heads: int, encoder_layers: int, decoder_layers: int,
-                 max_len: int):
+                 max_len: int, vocab_size: int = NUM_CLASSES):
         super().__init__()
         self.pool, self.max_len = pool, max_len
         self.cell_conv = nn.Sequential(
@@ -207,7 +254,7 @@ class MotifDecoder(nn.Module):
         enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
-        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len)
+        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
 
     def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, None]:
         """motifs (N, C, H, W) -> memory (N, h * w, d) over the cell grid."""
@@ -251,7 +298,8 @@ class ChannelDecoder(nn.Module):
     RANK_HARMONICS = 3
 
     def __init__(self, channels: int, image_size: int, d_model: int, n_heads: int,
-                 encoder_layers: int, decoder_layers: int, max_len: int):
+                 encoder_layers: int, decoder_layers: int, max_len: int,
+                 vocab_size: int = NUM_CLASSES):
         super().__init__()
         self.channels = channels
         coords = (torch.arange(image_size).float() + 0.5) / image_size * 2 - 1
@@ -263,7 +311,7 @@ class ChannelDecoder(nn.Module):
         enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
-        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len)
+        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
 
     def summarise(self, motifs: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -313,6 +361,70 @@ class ChannelDecoder(nn.Module):
         return self.head(memory, mask, inputs)
 
 
+class PointDecoder(nn.Module):
+    """The generic decoder h: reads the sparse map as what it is, a small set of points.
+
+    The `max_points` strongest activations of the map (over all channels and places) become
+    one token each: a learned embedding of the channel, the activation value (log1p) and
+    random Fourier features of the place (row / H, col / W). Zero entries (at extreme
+    sparsity most of the `max_points`) are masked. A transformer encoder over the unordered
+    set (no positional encoding: the set has no order) and an autoregressive transformer
+    decoder emit the label. It knows the vocabulary, the maximum length, the number of
+    channels and the image shape, and nothing of how a domain builds its labels. The
+    top-k selection is an index operation; the gradient reaches the motif values through
+    the value feature.
+    """
+
+    def __init__(self, channels: int, image_shape: tuple[int, int], max_points: int,
+                 fourier_features: int, d_model: int, n_heads: int, encoder_layers: int,
+                 decoder_layers: int, max_len: int, vocab_size: int):
+        super().__init__()
+        self.channels, self.max_points = channels, max_points
+        self.image_shape = tuple(image_shape)
+        # fixed random frequencies (a buffer, saved with the weights): wavelengths from
+        # about the whole image down to a few pixels
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("frequencies",
+                             torch.randn(2, fourier_features, generator=generator) * 4.0)
+        self.channel_embedding = nn.Parameter(torch.randn(channels, d_model) * 0.02)
+        self.features = nn.Sequential(nn.Linear(2 * fourier_features + 3, d_model), nn.ReLU(),
+                                      nn.Linear(d_model, d_model))
+        enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+                                         batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
+        self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
+
+    def points(self, motifs: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> the strongest k = min(max_points, C*H*W) entries:
+        values (N, k), channels (N, k), places (N, k, 2) as (row, col) in [0, 1], and
+        which are active (N, k)."""
+        n, c, h, w = motifs.shape
+        flat = motifs.float().reshape(n, c * h * w)
+        values, index = flat.topk(min(self.max_points, c * h * w), dim=1)  # (N, k)
+        channel = index // (h * w)
+        row = (index % (h * w)) // w
+        col = index % w
+        place = torch.stack([(row.float() + 0.5) / h, (col.float() + 0.5) / w], -1)
+        return values, channel, place, values > 0
+
+    def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> memory (N, k, d), key padding mask (N, k)."""
+        values, channel, place, active = self.points(motifs)
+        angles = 2 * math.pi * place @ self.frequencies  # (N, k, F)
+        features = torch.cat([angles.sin(), angles.cos(), place,
+                              torch.log1p(values.clamp_min(0))[..., None]], -1)
+        tokens = self.features(features) + self.channel_embedding[channel]  # (N, k, d)
+        mask = ~active
+        mask[:, 0] = False  # an empty map still leaves one key to attend to
+        return self.encoder(tokens, src_key_padding_mask=mask), mask
+
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
+                inputs: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits: inputs (N, T) token ids starting with BOS -> (N, T, V + 1)."""
+        return self.head(memory, mask, inputs)
+
+
 @dataclass
 class ModelOutput:
     motifs: torch.Tensor  # (N, C, H, W) the sparse motif map
@@ -328,26 +440,30 @@ class Decoded:
     motifs: torch.Tensor  # (N, C, H, W)
 
 
-def presence_targets(labels: list[list[int]]) -> torch.Tensor:
-    """(N, 10) multi-hot: which digits each answer contains."""
-    targets = torch.zeros(len(labels), NUM_CLASSES)
+def presence_targets(labels: list[list[int]], vocab_size: int = NUM_CLASSES) -> torch.Tensor:
+    """(N, vocab_size) multi-hot: which tokens each answer contains."""
+    targets = torch.zeros(len(labels), vocab_size)
     for i, label in enumerate(labels):
         targets[i, label] = 1.0
     return targets
 
 
-def encode_labels(labels: list[list[int]], max_digits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Digit lists -> (decoder inputs (N, T), targets (N, T)) with T = max_digits + 1."""
+def encode_labels(labels: list[list[int]], max_digits: int, vocab_size: int = NUM_CLASSES
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> (decoder inputs (N, T), targets (N, T)) with T = max_digits + 1;
+    the end token is vocab_size, the start token vocab_size + 1."""
     t = max_digits + 1
-    inputs = torch.full((len(labels), t), EOS, dtype=torch.long)
+    eos, bos = vocab_size, vocab_size + 1
+    inputs = torch.full((len(labels), t), eos, dtype=torch.long)
     targets = torch.full((len(labels), t), IGNORE, dtype=torch.long)
     for i, label in enumerate(labels):
-        if len(label) > max_digits or any(not 0 <= d < NUM_CLASSES for d in label):
-            raise ValueError(f"label {label} is not <= {max_digits} digits in 0-9")
-        inputs[i, 0] = BOS
+        if len(label) > max_digits or any(not 0 <= d < vocab_size for d in label):
+            raise ValueError(
+                f"label {label} is not <= {max_digits} tokens in 0..{vocab_size - 1}")
+        inputs[i, 0] = bos
         inputs[i, 1 : len(label) + 1] = torch.tensor(label, dtype=torch.long)
         targets[i, : len(label)] = torch.tensor(label, dtype=torch.long)
-        targets[i, len(label)] = EOS
+        targets[i, len(label)] = eos
     return inputs, targets
 
 
@@ -362,18 +478,23 @@ class SparlingModel(nn.Module):
             batch_norm=config.batch_norm, penalty_weight=config.penalty_weight,
             accumulate_survivors=config.accumulate_survivors,
         )
-        self.decoder: ChannelDecoder | MotifDecoder
-        if config.decoder == "channels":
+        self.decoder: PointDecoder | ChannelDecoder | MotifDecoder
+        max_len, vocab = config.max_digits + 1, config.vocab_size
+        if config.decoder == "points":
+            self.decoder = PointDecoder(
+                config.motif_channels, config.image_shape,
+                config.max_points, config.fourier_features, config.d_model, config.n_heads,
+                config.encoder_layers, config.decoder_layers, max_len, vocab)
+        elif config.decoder == "channels":
             self.decoder = ChannelDecoder(
                 config.motif_channels, config.image_size, config.d_model, config.n_heads,
-                config.encoder_layers, config.decoder_layers, max_len=config.max_digits + 1)
+                config.encoder_layers, config.decoder_layers, max_len, vocab)
         else:
             self.decoder = MotifDecoder(
                 config.motif_channels, config.image_size, config.pool, 0,
                 config.d_model, config.n_heads, config.encoder_layers, config.decoder_layers,
-                max_len=config.max_digits + 1,
-            )
-        self.presence = nn.Linear(config.motif_channels, NUM_CLASSES)
+                max_len, vocab)
+        self.presence = nn.Linear(config.motif_channels, vocab)
 
     def sparse_motifs(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 1, H, W) in [0, 1] -> the sparse motif map (N, C, H, W)."""
@@ -393,7 +514,7 @@ class SparlingModel(nn.Module):
                 memory, mask = self.decoder.encode(motifs)
                 logits = self.decoder(memory, mask, inputs)
                 # read before the bottleneck: a signal for the motif model at any density
-                presence = self.presence(dense.float().amax(dim=(2, 3)))  # (N, 10)
+                presence = self.presence(dense.float().amax(dim=(2, 3)))  # (N, V)
         return ModelOutput(motifs, logits, self.bottleneck.penalty(motifs),
                            presence if inputs is not None else None)
 
@@ -401,13 +522,13 @@ class SparlingModel(nn.Module):
     def decode_motifs(self, motifs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
         """Greedy decoding of a (possibly edited) sparse motif map: the decoder alone."""
         memory, mask = self.decoder.encode(motifs)
-        n = motifs.shape[0]
-        tokens = torch.full((n, 1), BOS, dtype=torch.long, device=motifs.device)
+        n, eos = motifs.shape[0], self.config.eos
+        tokens = torch.full((n, 1), self.config.bos, dtype=torch.long, device=motifs.device)
         probs = []
         for _ in range(self.config.max_digits + 1):
-            p = self.decoder(memory, mask, tokens)[:, -1].float().softmax(-1)  # (N, 11)
-            if tokens.shape[1] == 1:  # an empty sequence is never a DigitCircle answer
-                p[:, EOS] = 0
+            p = self.decoder(memory, mask, tokens)[:, -1].float().softmax(-1)  # (N, V + 1)
+            if tokens.shape[1] <= self.config.min_length:  # too short to end here
+                p[:, eos] = 0
                 p = p / p.sum(-1, keepdim=True)
             best = p.argmax(-1)
             probs.append(p.gather(1, best[:, None])[:, 0])
@@ -417,7 +538,7 @@ class SparlingModel(nn.Module):
             seq, conf = [], []
             for j, tok in enumerate(tokens[i, 1:].tolist()):
                 conf.append(float(probs[j][i]))
-                if tok == EOS:
+                if tok == eos:
                     break
                 seq.append(tok)
             sequences.append(seq)
@@ -431,10 +552,10 @@ class SparlingModel(nn.Module):
         return Decoded(sequences, probabilities, motifs)
 
     def _check_images(self, images: torch.Tensor) -> None:
-        s = self.config.image_size
-        if images.dim() != 4 or images.shape[1:] != (1, s, s):
+        h, w = self.config.image_shape
+        if images.dim() != 4 or images.shape[1:] != (1, h, w):
             raise ValueError(
-                f"expected images of shape (N, 1, {s}, {s}), got {tuple(images.shape)}")
+                f"expected images of shape (N, 1, {h}, {w}), got {tuple(images.shape)}")
 
     def set_density(self, density: float) -> None:
         self.bottleneck.set_density(density)

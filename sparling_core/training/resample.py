@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ChannelDecoder, MotifDecoder, SparlingModel, presence_targets
+from ..models.sparling import MotifDecoder, SparlingModel, presence_targets
 
 __all__ = [
     "cofiring", "find_duplicates", "presence_errors", "resample_channels", "resample_summary",
@@ -75,7 +75,7 @@ def cofiring(active: torch.Tensor, radius: int = 4, batch_size: int = 100) -> to
 @torch.no_grad()
 def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
                     batch_size: int = 250) -> torch.Tensor:
-    """(10,) per digit: the presence head's mean binary cross-entropy (nats) on these
+    """(V,) per token: the presence head's mean binary cross-entropy (nats) on these
     labelled images, in eval mode. About ln 2 = 0.69 for a digit no channel explains."""
     was_training = model.training
     model.eval()
@@ -86,7 +86,7 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
     finally:
         model.train(was_training)
     return F.binary_cross_entropy_with_logits(
-        logits, presence_targets(labels), reduction="none").mean(0)
+        logits, presence_targets(labels, model.presence.out_features), reduction="none").mean(0)
 
 
 def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.5,
@@ -181,7 +181,7 @@ def resample_channels(model: SparlingModel, channels: list[int],
     for ch, digit in zip(channels, targets or [], strict=False):
         model.presence.weight[digit, ch] = target_weight
     _reset_moments(optimizer, model.presence.weight, (slice(None), index))
-    if isinstance(model.decoder, ChannelDecoder):
+    if hasattr(model.decoder, "channel_embedding"):  # channel and point decoders
         emb = model.decoder.channel_embedding
         emb[index] = (torch.randn(len(channels), emb.shape[1]) * 0.02).to(emb)
         _reset_moments(optimizer, emb, index)

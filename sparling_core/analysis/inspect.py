@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .domains import digit_circle as dc
+from ..domains import Domain, Sample, get_domain
+from ..models.sparling import SparlingModel
+from .evaluate import motif_boxes
 from .metrics import align_image, channel_assignment
-from .model import SparlingModel
 
 __all__ = [
     "FITS",
@@ -30,6 +31,8 @@ __all__ = [
     "intervene",
     "channel_summaries",
     "parse_channel_to_digit",
+    "parse_assignment",
+    "model_domain",
 ]
 
 FITS = ("none", "pad", "resize")
@@ -41,10 +44,16 @@ def _check_eval(model: SparlingModel) -> None:
                          "it (training mode would move thresholds and BatchNorm statistics)")
 
 
-def prepare_image(array, size: int, fit: str = "none") -> np.ndarray:
-    """A 2-D array of ink values in [0, 1] -> (size, size) float32.
+def model_domain(model: SparlingModel) -> Domain:
+    """The domain a model was trained on (its config names it)."""
+    return get_domain(model.config.domain)
 
-    fit="none": the shape must already be (size, size); "pad": pad with zeros / crop, centred;
+
+def prepare_image(array, size: int | tuple[int, int] | list[int], fit: str = "none"
+                  ) -> np.ndarray:
+    """A 2-D array of ink values in [0, 1] -> (H, W) float32, `size` = H = W or (H, W).
+
+    fit="none": the shape must already be (H, W); "pad": pad with zeros / crop, centred;
     "resize": nearest-neighbour resize. Raises ValueError naming the problem."""
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
@@ -59,19 +68,20 @@ def prepare_image(array, size: int, fit: str = "none") -> np.ndarray:
     if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
         raise ValueError("image values must be finite numbers in [0, 1] (1 = ink)")
     image = image.astype(np.float32)
+    th, tw = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     h, w = image.shape
-    if (h, w) == (size, size):
+    if (h, w) == (th, tw):
         return image
     if fit == "none":
-        raise ValueError(f"expected a {size}x{size} image, got {h}x{w} (rows x columns); "
+        raise ValueError(f"expected a {th}x{tw} image, got {h}x{w} (rows x columns); "
                          "send fit=pad or fit=resize to adapt it")
     if fit == "resize":
-        rows = np.minimum((np.arange(size) + 0.5) * h / size, h - 1).astype(np.int64)
-        cols = np.minimum((np.arange(size) + 0.5) * w / size, w - 1).astype(np.int64)
+        rows = np.minimum((np.arange(th) + 0.5) * h / th, h - 1).astype(np.int64)
+        cols = np.minimum((np.arange(tw) + 0.5) * w / tw, w - 1).astype(np.int64)
         return np.ascontiguousarray(image[rows][:, cols])
-    out = np.zeros((size, size), dtype=np.float32)  # "pad": centre, cropping what overhangs
-    src_r, dst_r, n_r = _centred(h, size)
-    src_c, dst_c, n_c = _centred(w, size)
+    out = np.zeros((th, tw), dtype=np.float32)  # "pad": centre, cropping what overhangs
+    src_r, dst_r, n_r = _centred(h, th)
+    src_c, dst_c, n_c = _centred(w, tw)
     out[dst_r : dst_r + n_r, dst_c : dst_c + n_c] = image[src_r : src_r + n_r, src_c : src_c + n_c]
     return out
 
@@ -97,22 +107,27 @@ def sparse_activations(motif_map: torch.Tensor, active: torch.Tensor | None = No
 
 
 def _to_tensor(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
-    s = model.config.image_size
+    h, w = model.config.image_shape
     batch = np.asarray(images, dtype=np.float32)
     if batch.ndim == 2:
         batch = batch[None]
-    if batch.ndim != 3 or batch.shape[1:] != (s, s):
-        raise ValueError(f"expected {s}x{s} images, got shape {batch.shape}; "
+    if batch.ndim != 3 or batch.shape[1:] != (h, w):
+        raise ValueError(f"expected {h}x{w} images, got shape {batch.shape}; "
                          "use prepare_image first")
     device = next(model.parameters()).device
     return torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device)  # (N, 1, H, W)
 
 
-def _result(motif_map: torch.Tensor, active: torch.Tensor,
+def _tokens(model: SparlingModel, ids: Sequence[int]) -> list[str]:
+    return model_domain(model).tokens(ids)
+
+
+def _result(model: SparlingModel, motif_map: torch.Tensor, active: torch.Tensor,
             sequence: list[int], probabilities: list[float], dense: bool) -> dict:
     c, h, w = motif_map.shape
     n_active = int(active.sum())
     return {
+        "tokens": _tokens(model, sequence),
         "height": h,
         "width": w,
         "channels": c,
@@ -134,7 +149,7 @@ def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
     with torch.inference_mode():
         decoded = model.generate(_to_tensor(model, images))
         active = model.bottleneck.active(decoded.motifs)
-        return [_result(decoded.motifs[i], active[i], decoded.sequences[i],
+        return [_result(model, decoded.motifs[i], active[i], decoded.sequences[i],
                         decoded.probabilities[i], dense)
                 for i in range(decoded.motifs.shape[0])]
 
@@ -144,65 +159,99 @@ def run_image(model: SparlingModel, image: np.ndarray, dense: bool = False) -> d
     return run_images(model, np.asarray(image)[None], dense)[0]
 
 
-def parse_channel_to_digit(mapping: Mapping | None, channels: int) -> dict[int, int] | None:
-    """metrics.json's {"channel": digit} -> {channel: digit}; None when absent or malformed."""
+def parse_assignment(mapping: Mapping | None, channels: int, symbols: int = 10
+                     ) -> dict[int, int] | None:
+    """metrics.json's {"channel": symbol index} -> {channel: symbol index}; None when absent
+    or malformed. Several channels may share a symbol (many-to-one)."""
     if not isinstance(mapping, Mapping):
         return None
     try:
         parsed = {int(c): int(d) for c, d in mapping.items()}
     except (TypeError, ValueError):
         return None
-    if any(not 0 <= c < channels or not 0 <= d < dc.NUM_DIGITS for c, d in parsed.items()):
+    if any(not 0 <= c < channels or not 0 <= d < symbols for c, d in parsed.items()):
         return None
     return parsed
+
+
+parse_channel_to_digit = parse_assignment  # the name before the Domain seam
 
 
 def _percent(a: int, b: int) -> float | None:
     return 100.0 * a / b if b else None
 
 
-def analyze(model: SparlingModel, image: np.ndarray, motifs: Sequence,
-            channel_to_digit: Mapping[int, int] | None = None,
-            label: Sequence[int] | None = None) -> dict:
-    """One image against its ground truth (SPEC 3): which digits were hit (the fired channel
-    is assigned to the digit), confused (another channel) or missed, the false-positive
-    activations and the per-image FPE / FNE / CE in percent (None where undefined).
+def _generic_motifs(domain: Domain, motifs: Sequence) -> list[tuple[int, tuple]]:
+    """Motifs as objects or dicts with `symbol` (a string of the domain's symbols; a legacy
+    integer `digit` is read as its string) and `box` -> (symbol index, padded box)."""
+    out = []
+    for m in motifs:
+        if isinstance(m, Mapping):
+            symbol = m.get("symbol", m.get("digit"))
+            box = m["box"]
+        else:
+            symbol = getattr(m, "symbol", None)
+            symbol = getattr(m, "digit", None) if symbol is None else symbol
+            box = m.box
+        if symbol is None:
+            raise ValueError("every motif needs a symbol")
+        index = domain.symbol_index(str(symbol))
+        box = tuple(int(v) for v in box)
+        if len(box) != 4:
+            raise ValueError(f"a motif box is [row0, col0, row1, col1], got {list(box)}")
+        p = domain.box_padding
+        out.append((index, (box[0] - p, box[1] - p, box[2] + p, box[3] + p)))
+    return out
 
-    `motifs`: objects or dicts with `digit` and `box` (row0, col0, row1, col1), end-exclusive.
-    `channel_to_digit`: the checkpoint's assignment; without one, the assignment that best
-    fits this image alone is used."""
+
+def analyze(model: SparlingModel, image: np.ndarray, motifs: Sequence,
+            assignment: Mapping[int, int] | None = None,
+            label: Sequence[str] | None = None) -> dict:
+    """One image against its ground truth (SPEC 3): which motifs were hit (the fired channel
+    is assigned to the motif's symbol), confused (another symbol's channel) or missed, the
+    false-positive activations and the per-image FPE / FNE / CE in percent (None where
+    undefined).
+
+    `motifs`: objects or dicts with `symbol` and `box` (row0, col0, row1, col1),
+    end-exclusive; boxes are padded by the domain's `box_padding` as in evaluation.
+    `assignment`: the checkpoint's channel -> symbol index map; without one, the map that
+    best fits this image alone (the domain's one-to-one or many-to-one rule)."""
     _check_eval(model)
+    domain = model_domain(model)
     c = model.config.motif_channels
+    pairs = _generic_motifs(domain, motifs)
     with torch.inference_mode():
         decoded = model.generate(_to_tensor(model, image))
         motif_map = decoded.motifs[0]  # (C, H, W)
         active = model.bottleneck.active(decoded.motifs)[0]
-        alignment = align_image(motif_map, motifs, active)
-    if channel_to_digit is None:
-        confusion = np.zeros((dc.NUM_DIGITS, c), dtype=np.int64)
+        alignment = align_image(motif_map, pairs, active)
+    if assignment is None:
+        confusion = np.zeros((len(domain.symbols), c), dtype=np.int64)
         for m in alignment.matches:
-            if m.channel is not None and 0 <= m.digit < dc.NUM_DIGITS:
-                confusion[m.digit, m.channel] += 1
-        channel_to_digit = channel_assignment(confusion)
-    digits = []
-    for m in alignment.matches:
+            if m.channel is not None:
+                confusion[m.symbol, m.channel] += 1
+        assignment = channel_assignment(confusion, domain.assignment)
+    found = []
+    for m, (_, box) in zip(alignment.matches, pairs, strict=True):
         if m.channel is None:
             status = "missed"
-        elif channel_to_digit.get(m.channel) == m.digit:
+        elif assignment.get(m.channel) == m.symbol:
             status = "hit"
         else:
             status = "confused"
-        digits.append({"digit": m.digit, "box": list(m.box), "status": status,
-                       "channel": m.channel, "value": m.value, "row": m.row, "col": m.col})
+        found.append({"symbol": domain.symbols[m.symbol], "box": list(box), "status": status,
+                      "channel": m.channel, "value": m.value, "row": m.row, "col": m.col})
     fp = [{"channel": ch, "row": r, "col": col, "value": v} for (ch, r, col), v in
           zip(alignment.false_positives.tolist(), alignment.false_positive_values.tolist(),
               strict=True)]
-    predicted, hits = alignment.predicted, sum(d["status"] == "hit" for d in digits)
+    predicted, hits = alignment.predicted, sum(d["status"] == "hit" for d in found)
     return {
         "sequence": decoded.sequences[0],
+        "tokens": domain.tokens(decoded.sequences[0]),
         "probabilities": decoded.probabilities[0],
         "label": list(label) if label is not None else None,
-        "digits": digits,
+        "motifs": found,
+        "assignment": {str(ch): domain.symbols[d] for ch, d in sorted(assignment.items())},
         "false_positives": fp,
         "fpe": _percent(len(fp), predicted + len(fp)),
         "fne": _percent(alignment.missed, len(alignment.matches)),
@@ -249,9 +298,12 @@ def intervene(model: SparlingModel, image: np.ndarray, remove: Sequence[Mapping]
             edited[0, int(e["channel"]), int(e["row"]), int(e["col"])] = float(e["value"])
         after_seq, after_prob = model.decode_motifs(edited)
         active = model.bottleneck.active(edited)[0]
+        tokens = model_domain(model).tokens
         return {
-            "before": {"sequence": before_seq[0], "probabilities": before_prob[0]},
-            "after": {"sequence": after_seq[0], "probabilities": after_prob[0]},
+            "before": {"sequence": before_seq[0], "tokens": tokens(before_seq[0]),
+                       "probabilities": before_prob[0]},
+            "after": {"sequence": after_seq[0], "tokens": tokens(after_seq[0]),
+                      "probabilities": after_prob[0]},
             "removed": removed,
             "added": len(add),
             "activations_after": sparse_activations(edited[0], active),
@@ -260,15 +312,16 @@ def intervene(model: SparlingModel, image: np.ndarray, remove: Sequence[Mapping]
 
 @dataclass
 class _Batch:
-    samples: list[dc.DigitCircleSample]
+    samples: list[Sample]
     maps: torch.Tensor  # (B, C, H, W)
     active: torch.Tensor  # (B, C, H, W) bool
 
 
-def _summary_batches(model: SparlingModel, n: int, first_seed: int, batch_size: int,
-                     ) -> Iterator[_Batch]:
+def _summary_batches(model: SparlingModel, domain: Domain, n: int, first_seed: int,
+                     batch_size: int, split: str) -> Iterator[_Batch]:
     for start in range(0, n, batch_size):
-        samples = [dc.sample(first_seed + i) for i in range(start, min(n, start + batch_size))]
+        samples = domain.samples(range(first_seed + start, first_seed + min(n, start + batch_size)),
+                                 split)
         maps = model.sparse_motifs(_to_tensor(model, np.stack([s.image for s in samples])))
         yield _Batch(samples, maps, model.bottleneck.active(maps))
 
@@ -281,12 +334,13 @@ def _crop(image: np.ndarray, row: int, col: int, size: int) -> tuple[list, list[
 
 
 def channel_summaries(model: SparlingModel, n: int = 500,
-                      first_seed: int = dc.VALIDATION_SEEDS_START,
-                      channel_to_digit: Mapping[int, int] | None = None, *, bins: int = 20,
+                      first_seed: int | None = None,
+                      assignment: Mapping[int, int] | None = None, *, bins: int = 20,
                       top_k: int = 12, crop: int = 20, batch_size: int = 50,
-                      max_values: int = 4_000_000) -> list[dict]:
-    """Per channel over the DigitCircle images first_seed .. first_seed + n - 1: its digit
-    (`channel_to_digit`, else the assignment that best fits these images), density, a
+                      max_values: int = 4_000_000, split: str = "val") -> list[dict]:
+    """Per channel over the model's domain's images first_seed .. first_seed + n - 1 of
+    `split` (default: its first n validation images): its symbol (`assignment`, channel ->
+    symbol index, else the domain's assignment that best fits these images), density, a
     histogram of its "on" values, and the `top_k` strongest images for it (one crop per
     image, `crop` x `crop` pixels around its strongest activation, clipped to the image).
 
@@ -295,15 +349,17 @@ def channel_summaries(model: SparlingModel, n: int = 500,
     _check_eval(model)
     if n < 1:
         raise ValueError("n must be >= 1")
+    domain = model_domain(model)
+    first_seed = domain.first_seed(split) if first_seed is None else first_seed
     c = model.config.motif_channels
     counts = np.zeros(c, dtype=np.int64)
     lo, hi = np.full(c, np.inf), np.full(c, -np.inf)
     values: list[list[np.ndarray]] | None = [[] for _ in range(c)]
     best: list[list[tuple[float, int, int, int]]] = [[] for _ in range(c)]  # value, seed, r, c
-    confusion = np.zeros((dc.NUM_DIGITS, c), dtype=np.int64)
+    confusion = np.zeros((len(domain.symbols), c), dtype=np.int64)
     total, stored = 0, 0
     with torch.inference_mode():
-        for batch in _summary_batches(model, n, first_seed, batch_size):
+        for batch in _summary_batches(model, domain, n, first_seed, batch_size, split):
             b, _, h, w = batch.maps.shape
             total += b * h * w
             on_values = torch.where(batch.active, batch.maps.float(), torch.tensor(-np.inf))
@@ -324,10 +380,11 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                     if np.isfinite(peak[i, ch]):
                         r, col = divmod(int(where[i, ch]), w)
                         best[ch].append((float(peak[i, ch]), s.seed, r, col))
-                if channel_to_digit is None:
-                    for m in align_image(batch.maps[i], s.motifs, batch.active[i]).matches:
+                if assignment is None:
+                    pairs = motif_boxes(domain, s)
+                    for m in align_image(batch.maps[i], pairs, batch.active[i]).matches:
                         if m.channel is not None:
-                            confusion[m.digit, m.channel] += 1
+                            confusion[m.symbol, m.channel] += 1
         ranges = [(float(lo[ch]), float(hi[ch])) if counts[ch] else (0.0, 1.0)
                   for ch in range(c)]
         hist = np.zeros((c, bins), dtype=np.int64)
@@ -336,12 +393,12 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                 if values[ch]:
                     hist[ch] = np.histogram(np.concatenate(values[ch]), bins, ranges[ch])[0]
         else:
-            for batch in _summary_batches(model, n, first_seed, batch_size):
+            for batch in _summary_batches(model, domain, n, first_seed, batch_size, split):
                 for ch in range(c):
                     v = batch.maps[:, ch][batch.active[:, ch]].float().numpy()
                     hist[ch] += np.histogram(v, bins, ranges[ch])[0]
-    assignment = (dict(channel_to_digit) if channel_to_digit is not None
-                  else channel_assignment(confusion))
+    assignment = (dict(assignment) if assignment is not None
+                  else channel_assignment(confusion, domain.assignment))
     images: dict[int, np.ndarray] = {}
     summaries = []
     for ch in range(c):
@@ -349,13 +406,13 @@ def channel_summaries(model: SparlingModel, n: int = 500,
         crops = []
         for value, seed, r, col in top:
             if seed not in images:
-                images[seed] = dc.sample(seed).image
-            pixels, origin = _crop(images[seed], r, col, crop)
+                images[seed] = domain.sample(seed, split).image
+            pixels, origin = _crop(np.asarray(images[seed]), r, col, crop)
             crops.append({"seed": seed, "row": r, "col": col, "value": value, "crop": pixels,
                           "crop_origin": origin})
         summaries.append({
             "channel": ch,
-            "digit": assignment.get(ch),
+            "symbol": (domain.symbols[assignment[ch]] if ch in assignment else None),
             "density": int(counts[ch]) / total,
             "histogram": {"edges": np.histogram_bin_edges([], bins, ranges[ch]).tolist(),
                           "counts": hist[ch].tolist()},
