@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 MAX_BATCH = 32
 SEED_MAX = 2**32 - 1
@@ -17,7 +17,9 @@ Image = Annotated[
     Field(description="rows of ink values in [0, 1] (1 = ink), e.g. 100 rows of 100 numbers",
           examples=[[[0, 1, 0], [1, 1, 1]]]),
 ]
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description="a DigitCircle seed")]
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX,
+                            description="a seed of the model's domain (an index for folders)")]
+Split = Literal["train", "val", "test"]
 Channel = Annotated[int, Field(ge=0, description="motif channel")]
 Pixel = Annotated[int, Field(ge=0, description="row or column in the motif map")]
 
@@ -56,6 +58,7 @@ class MetricsSummary(BaseModel):
 
 class ModelSummary(BaseModel):
     id: str
+    domain: str = Field(description="the id of the domain it reads (GET /v1/domains)")
     sparsity: str = Field(description="bottleneck kind: mt, st, l1, kl, topk or none")
     density: float | None = Field(description="nominal density the bottleneck targets")
     samples_seen: int | None
@@ -65,6 +68,8 @@ class ModelSummary(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelSummary]
+    default: str | None = Field(description="the model to open first (SPARLING_DEFAULT_MODEL, "
+                                            "else digit-circle-mt when loaded)")
     errors: dict[str, str] = Field(description="checkpoint folder -> why it did not load")
 
 
@@ -75,8 +80,14 @@ class ModelDetail(BaseModel):
     samples_seen: int | None
     density: float | None
     metrics: dict[str, Any] | None = Field(description="metrics.json, or null")
-    channel_to_digit: dict[str, int] | None
-    confusion: list[list[int]] | None = Field(description="rows: true digit, columns: channel")
+    domain: str
+    vocabulary: list[str] = Field(description="output tokens")
+    symbols: list[str] = Field(description="ground-truth motif kinds (confusion rows)")
+    assignment_kind: Literal["one-to-one", "many-to-one"]
+    assignment: dict[str, str] | None = Field(
+        description="channel -> symbol from the evaluation (several channels may share one "
+                    "symbol when many-to-one)")
+    confusion: list[list[int]] | None = Field(description="rows: true symbol, columns: channel")
 
 
 class History(BaseModel):
@@ -108,7 +119,8 @@ class ActivationsOut(BaseModel):
     activations: list[Activation]
     n_active: int
     density: float
-    sequence: list[int]
+    sequence: list[int] = Field(description="decoded token ids")
+    tokens: list[str] = Field(description="the decoded tokens")
     probabilities: list[float] = Field(description="per emitted token, end token included")
     dense: list[list[list[float]]] | None = Field(description="C x H x W map when dense=true")
 
@@ -120,45 +132,85 @@ class BatchOut(BaseModel):
 # --- samples ----------------------------------------------------------------------------
 
 class MotifOut(BaseModel):
-    digit: int
+    symbol: str
     center: list[int] = Field(description="[row, col]")
     box: list[int] = Field(description="[row0, col0, row1, col1], end-exclusive")
 
 
 class SampleOut(BaseModel):
+    domain: str
+    split: Split
     seed: int
-    image: list[list[int]]
+    height: int
+    width: int
+    image: list[list[float]] = Field(description="ink values in [0, 1]")
     png_base64: str
-    label: list[int]
+    label: list[str] = Field(description="the answer's tokens")
     motifs: list[MotifOut]
+
+
+class DomainOut(BaseModel):
+    name: str
+    description: str
+    image_shape: list[int] = Field(description="[height, width]")
+    vocabulary: list[str]
+    max_label_length: int
+    symbols: list[str]
+    assignment: Literal["one-to-one", "many-to-one"]
+    motif_channels: int
+    has_motifs: bool
+    splits: dict[str, dict[str, int]] = Field(description="split -> {start, stop} of its seeds")
+
+
+class DomainList(BaseModel):
+    domains: list[DomainOut]
 
 
 # --- analysis ---------------------------------------------------------------------------
 
 class MotifIn(_Strict):
-    digit: int = Field(ge=0, le=9)
+    symbol: str = Field(min_length=1, max_length=64, description="one of the domain's symbols")
     box: list[int] = Field(min_length=4, max_length=4,
                            description="[row0, col0, row1, col1], end-exclusive")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_digit(cls, data: Any) -> Any:
+        """{"digit": 3, ...} (the API before domains) is {"symbol": "3", ...}."""
+        if isinstance(data, dict) and "digit" in data and "symbol" not in data:
+            data = {**data, "symbol": str(data["digit"])}
+            del data["digit"]
+        return data
 
 
 class AnalysisBySeed(_Strict):
     seed: Seed
+    split: Split = Field("train", description="the split a folder domain's index is in")
 
 
 class AnalysisByImage(_Strict):
     image: Image
-    motifs: list[MotifIn] = Field(max_length=64, description="the image's ground truth")
-    label: list[Annotated[int, Field(ge=0, le=9)]] | None = Field(
-        None, max_length=16, description="the true sequence, if known")
+    motifs: list[MotifIn] = Field(max_length=256, description="the image's ground truth")
+    label: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=256, description="the true tokens, if known")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_label(cls, data: Any) -> Any:
+        """Integer labels (the API before domains) are their strings."""
+        if isinstance(data, dict) and isinstance(data.get("label"), list):
+            data = {**data, "label": [str(t) if isinstance(t, int) and not isinstance(t, bool)
+                                      else t for t in data["label"]]}
+        return data
 
 
 AnalysisIn = Annotated[AnalysisBySeed | AnalysisByImage, Field(
     description='{"seed": n}, or {"image": [[...]], "motifs": [...]} with an optional label')]
 
 
-class DigitOut(BaseModel):
-    digit: int
-    box: list[int]
+class MotifResult(BaseModel):
+    symbol: str
+    box: list[int] = Field(description="as evaluated (padded by the domain's box padding)")
     status: Literal["hit", "missed", "confused"]
     channel: int | None
     value: float
@@ -168,13 +220,15 @@ class DigitOut(BaseModel):
 
 class AnalysisOut(BaseModel):
     sequence: list[int]
+    tokens: list[str]
     probabilities: list[float]
-    label: list[int] | None
-    digits: list[DigitOut]
+    label: list[str] | None
+    motifs: list[MotifResult]
+    assignment: dict[str, str] = Field(description="channel -> symbol used for the statuses")
     false_positives: list[Activation]
     fpe: float | None = Field(description="percent; null when nothing was predicted")
-    fne: float | None = Field(description="percent; null without digits")
-    ce: float | None = Field(description="percent; null when no digit was matched")
+    fne: float | None = Field(description="percent; null without motifs")
+    ce: float | None = Field(description="percent; null when no motif was matched")
     n_active: int
     density: float
 
@@ -191,13 +245,13 @@ class Crop(BaseModel):
     row: int
     col: int
     value: float
-    crop: list[list[int]] = Field(description="image pixels around (row, col), clipped")
+    crop: list[list[float]] = Field(description="image pixels around (row, col), clipped")
     crop_origin: list[int] = Field(description="[row, col] of the crop's top-left pixel")
 
 
 class ChannelOut(BaseModel):
     channel: int
-    digit: int | None
+    symbol: str | None = Field(description="the symbol it is assigned to, if any")
     density: float
     histogram: Histogram
 
@@ -235,6 +289,7 @@ class _Edits(_Strict):
 
 class InterveneBySeed(_Edits):
     seed: Seed
+    split: Split = "train"
 
 
 class InterveneByImage(_Edits):
@@ -247,6 +302,7 @@ InterveneIn = Annotated[InterveneBySeed | InterveneByImage, Field(
 
 class Decoding(BaseModel):
     sequence: list[int]
+    tokens: list[str]
     probabilities: list[float]
 
 

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key: str | None = None  # when set, /v1 routes except health / ready need X-API-Key
     channel_summary_n: int = Field(500, ge=1, le=100_000)  # validation images per summary
+    default_model: str | None = None  # the model the explorer opens on (else digit-circle-mt)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

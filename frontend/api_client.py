@@ -132,8 +132,14 @@ class SparlingClient:
             return self._request("POST", path, params=params, files={"file": file})
         return self._request("POST", path, params=params, json={"image": image})
 
-    def sample(self, seed: int) -> dict:
-        return self._request("GET", f"/v1/samples/{int(seed)}")
+    def domains(self) -> dict:
+        return self._request("GET", "/v1/domains")
+
+    def sample(self, seed: int, model_id: str | None = None, split: str = "train") -> dict:
+        """A sample of the model's domain (DigitCircle without a model)."""
+        path = (f"/v1/models/{model_id}/samples/{int(seed)}" if model_id is not None
+                else f"/v1/samples/{int(seed)}")
+        return self._request("GET", path, params={"split": split} if model_id else None)
 
     def analysis(self, model_id: str, *, seed: int | None = None,
                  image: list[list[float]] | None = None, motifs: list[dict] | None = None) -> dict:
@@ -185,14 +191,20 @@ def get_channel(model_id: str, channel: int) -> dict:
     return get_client().channel(model_id, channel)
 
 
+@st.cache_data(ttl=TTL_LIST, show_spinner=False)
+def list_domains() -> dict:
+    return get_client().domains()
+
+
 @st.cache_data(ttl=TTL_SAMPLE, show_spinner=False)
-def get_sample(seed: int) -> dict:
-    return get_client().sample(seed)
+def get_sample(model_id: str, seed: int) -> dict:
+    """A sample of the domain the model reads."""
+    return get_client().sample(seed, model_id)
 
 
 @st.cache_data(ttl=TTL_RESULT, show_spinner="Running the model...")
 def activations_for_sample(model_id: str, seed: int) -> dict:
-    return get_client().activations(model_id, image=get_sample(seed)["image"])
+    return get_client().activations(model_id, image=get_sample(model_id, seed)["image"])
 
 
 @st.cache_data(ttl=TTL_RESULT, show_spinner="Running the model...")

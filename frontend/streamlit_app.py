@@ -46,6 +46,7 @@ except api.ApiError as error:  # say so on whichever page was asked for, then st
     _common.show_api_error(error, "reach the backend")
     st.stop()
 
+st.session_state[_common.DEFAULT_KEY] = listing.get("default")
 for failed, reason in (listing.get("errors") or {}).items():
     st.sidebar.warning(f"Checkpoint `{failed}` failed to load: {reason}")
 # Compare picks its two checkpoints in the page itself.

@@ -140,7 +140,7 @@ def test_ready_is_503_until_a_model_loads(tmp_path):
         r = c.get("/v1/ready")
         assert r.status_code == 503 and "no checkpoint could be loaded" in r.json()["detail"]
         assert c.get("/v1/health").status_code == 200
-        assert c.get("/v1/models").json() == {"models": [], "errors": {
+        assert c.get("/v1/models").json() == {"models": [], "default": None, "errors": {
             "broken": "broken is not a complete checkpoint: config.json is missing"}}
     with make_client(tmp_path / "missing") as c:
         r = c.get("/v1/ready")
@@ -178,11 +178,13 @@ def test_model_detail(client, tiny):
     assert body["config"] == tiny.config.to_dict()
     assert body["train"] == tiny.meta["train"]
     assert body["samples_seen"] == tiny.meta["samples_seen"]
-    assert body["channel_to_digit"] == tiny.metrics["channel_to_digit"]
+    assert body["assignment"] == {c: str(d) for c, d in tiny.metrics["assignment"].items()}
+    assert body["domain"] == "digit-circle" and body["assignment_kind"] == "one-to-one"
+    assert body["symbols"] == body["vocabulary"] == [str(d) for d in range(10)]
     assert body["confusion"] == tiny.metrics["confusion"]
     assert body["metrics"]["fpe"] == pytest.approx(tiny.metrics["fpe"])
     bare = client.get("/v1/models/no-metrics").json()
-    assert bare["metrics"] is None and bare["channel_to_digit"] is None
+    assert bare["metrics"] is None and bare["assignment"] is None
     assert bare["confusion"] is None
     nan = client.get("/v1/models/nan-metrics").json()
     assert nan["metrics"]["fpe"] is None and nan["metrics"]["ce"] is None
@@ -477,9 +479,13 @@ def test_sample(client):
     assert r.status_code == 200
     body = r.json()
     s = dc.sample(3)
-    assert body["seed"] == 3 and body["label"] == s.label
+    assert body["seed"] == 3 and body["label"] == [str(d) for d in s.label]
+    assert body["domain"] == "digit-circle" and (body["height"], body["width"]) == (100, 100)
     assert body["image"] == s.image.tolist()
-    assert body["motifs"] == [m.to_dict() for m in s.motifs]
+    assert body["motifs"] == [{"symbol": str(m.digit), "center": list(m.center),
+                               "box": list(m.box)} for m in s.motifs]
+    assert client.get("/v1/domains/digit-circle/samples/3").json() == body
+    assert client.get("/v1/models/tiny/samples/3").json() == body
     png = Image.open(io.BytesIO(base64.b64decode(body["png_base64"])))
     np.testing.assert_array_equal(np.asarray(png) > 127, s.image == 1)
 
@@ -498,17 +504,18 @@ def test_analysis_by_seed(client, tiny):
     assert r.status_code == 200
     body = r.json()
     s = dc.sample(3)
-    c2d = si.parse_channel_to_digit(tiny.metrics["channel_to_digit"], 10)
-    expected = si.analyze(tiny.model, s.image.astype(np.float32), s.motifs, c2d, s.label)
+    c2d = si.parse_assignment(tiny.metrics["assignment"], 10)
+    label = [str(d) for d in s.label]
+    expected = si.analyze(tiny.model, s.image.astype(np.float32), s.motifs, c2d, label)
     assert close(body, expected)
-    assert body["label"] == s.label
-    assert [d["digit"] for d in body["digits"]] == [m.digit for m in s.motifs]
-    for d in body["digits"]:
+    assert body["label"] == label
+    assert [d["symbol"] for d in body["motifs"]] == [str(m.digit) for m in s.motifs]
+    for d in body["motifs"]:
         assert d["status"] in ("hit", "missed", "confused")
         if d["status"] == "hit":
-            assert c2d[d["channel"]] == d["digit"]
+            assert str(c2d[d["channel"]]) == d["symbol"]
         if d["status"] == "confused":
-            assert c2d.get(d["channel"]) != d["digit"]
+            assert str(c2d.get(d["channel"])) != d["symbol"]
         if d["status"] == "missed":
             assert d["channel"] is None
 
@@ -516,29 +523,35 @@ def test_analysis_by_seed(client, tiny):
 def test_analysis_by_image_equals_by_seed(client):
     s = dc.sample(3)
     by_seed = client.post("/v1/models/tiny/analysis", json={"seed": 3}).json()
-    body = {"image": s.image.tolist(), "motifs": [{"digit": m.digit, "box": list(m.box)}
+    body = {"image": s.image.tolist(), "motifs": [{"symbol": str(m.digit), "box": list(m.box)}
                                                   for m in s.motifs]}
     by_image = client.post("/v1/models/tiny/analysis", json=body).json()
     assert by_image["label"] is None
     assert by_image == by_seed | {"label": None}
-    with_label = client.post("/v1/models/tiny/analysis", json=body | {"label": s.label})
+    label = [str(d) for d in s.label]
+    with_label = client.post("/v1/models/tiny/analysis", json=body | {"label": label})
     assert with_label.json() == by_seed
+    # the API before domains: integer digits and labels mean their strings
+    legacy = {"image": s.image.tolist(), "label": s.label,
+              "motifs": [{"digit": m.digit, "box": list(m.box)} for m in s.motifs]}
+    assert client.post("/v1/models/tiny/analysis", json=legacy).json() == by_seed
 
 
 def test_analysis_without_checkpoint_assignment(client, tiny):
     s = dc.sample(5)
     body = client.post("/v1/models/no-metrics/analysis", json={"seed": 5}).json()
-    expected = si.analyze(tiny.model, s.image.astype(np.float32), s.motifs, None, s.label)
+    expected = si.analyze(tiny.model, s.image.astype(np.float32), s.motifs, None,
+                          [str(d) for d in s.label])
     assert close(body, expected)
 
 
 def test_analysis_rates_are_percentages(client):
     body = client.post("/v1/models/tiny/analysis", json={"seed": 7}).json()
-    predicted = sum(d["status"] != "missed" for d in body["digits"])
+    predicted = sum(d["status"] != "missed" for d in body["motifs"])
     fp = len(body["false_positives"])
     assert body["fpe"] == pytest.approx(100 * fp / (predicted + fp))
-    assert body["fne"] == pytest.approx(100 * (len(body["digits"]) - predicted)
-                                        / len(body["digits"]))
+    assert body["fne"] == pytest.approx(100 * (len(body["motifs"]) - predicted)
+                                        / len(body["motifs"]))
 
 
 def test_analysis_with_no_motifs_gives_null_rates(client):
@@ -546,7 +559,7 @@ def test_analysis_with_no_motifs_gives_null_rates(client):
                     json={"image": [[0.0] * 100] * 100, "motifs": []})
     assert r.status_code == 200
     body = r.json()
-    assert body["fne"] is None and body["ce"] is None and body["digits"] == []
+    assert body["fne"] is None and body["ce"] is None and body["motifs"] == []
 
 
 @pytest.mark.parametrize("body", [
@@ -559,6 +572,7 @@ def test_analysis_with_no_motifs_gives_null_rates(client):
     {"image": [[0.0] * 50] * 50, "motifs": []},  # wrong size
     {"image": [[0.0] * 100] * 100, "motifs": [{"digit": 10, "box": [0, 0, 5, 5]}]},
     {"image": [[0.0] * 100] * 100, "motifs": [{"digit": 1, "box": [0, 0, 5]}]},
+    {"image": [[0.0] * 100] * 100, "motifs": [{"symbol": "x", "box": [0, 0, 5, 5]}]},
     {"seed": 3, "extra": 1},
 ])
 def test_analysis_errors(client, body):
@@ -572,16 +586,17 @@ def test_channels(client, tiny):
     r = client.get("/v1/models/tiny/channels")
     assert r.status_code == 200
     channels = r.json()["channels"]
-    c2d = si.parse_channel_to_digit(tiny.metrics["channel_to_digit"], 10)
-    expected = si.channel_summaries(tiny.model, SUMMARY_N, channel_to_digit=c2d)
+    c2d = si.parse_assignment(tiny.metrics["assignment"], 10)
+    expected = si.channel_summaries(tiny.model, SUMMARY_N, assignment=c2d)
     assert [c["channel"] for c in channels] == list(range(10))
     for got, want in zip(channels, expected, strict=True):
-        assert set(got) == {"channel", "digit", "density", "histogram"}
-        assert got["digit"] == want["digit"]
+        assert set(got) == {"channel", "symbol", "density", "histogram"}
+        assert got["symbol"] == want["symbol"]
         assert got["density"] == pytest.approx(want["density"])
         assert got["histogram"]["counts"] == want["histogram"]["counts"]
         assert got["histogram"]["edges"] == pytest.approx(want["histogram"]["edges"])
-    assert {str(c["channel"]): c["digit"] for c in channels} == tiny.metrics["channel_to_digit"]
+    assert {str(c["channel"]): c["symbol"] for c in channels} == {
+        c: str(d) for c, d in tiny.metrics["assignment"].items()}
 
 
 def test_channel_detail(client):
@@ -641,7 +656,7 @@ def test_intervene_remove_everything(client, tiny):
     r = client.post("/v1/models/tiny/intervene", json={"seed": 3, "remove": remove[big:]})
     assert r.status_code == 200
     body = r.json()
-    assert close(body["before"], {"sequence": on["sequence"],
+    assert close(body["before"], {"sequence": on["sequence"], "tokens": on["tokens"],
                                   "probabilities": on["probabilities"]})
     assert body["removed"] == len(remove) - big and body["added"] == 0
     assert len(body["activations_after"]) == big
@@ -664,7 +679,7 @@ def test_intervene_add(client):
     assert {"channel": 2, "row": 40, "col": 60, "value": 7.25} in body["activations_after"]
     assert not any((a["channel"], a["row"], a["col"]) == (0, 0, 0)
                    for a in body["activations_after"])
-    assert set(body["after"]) == {"sequence", "probabilities"}
+    assert set(body["after"]) == {"sequence", "tokens", "probabilities"}
 
 
 @pytest.mark.parametrize("body", [
@@ -751,6 +766,8 @@ def test_openapi_docs(client):
     for path in ["/v1/health", "/v1/ready", "/v1/models", "/v1/models/{model_id}",
                  "/v1/models/{model_id}/history", "/v1/models/{model_id}/activations",
                  "/v1/models/{model_id}/activations/batch", "/v1/samples/{seed}",
+                 "/v1/domains", "/v1/domains/{domain}/samples/{seed}",
+                 "/v1/models/{model_id}/samples/{seed}",
                  "/v1/models/{model_id}/analysis", "/v1/models/{model_id}/channels",
                  "/v1/models/{model_id}/channels/{channel}",
                  "/v1/models/{model_id}/intervene"]:

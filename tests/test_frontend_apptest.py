@@ -40,16 +40,16 @@ def _image(seed: int) -> list[list[int]]:
 
 
 # Four digits placed in sample 7; channel c is assigned to digit (c + 1) % 10.
-_MOTIFS = [{"digit": 2, "center": [20, 50], "box": [14, 46, 26, 54]},
-           {"digit": 5, "center": [50, 80], "box": [44, 76, 56, 85]},
-           {"digit": 7, "center": [80, 50], "box": [74, 46, 86, 54]},
-           {"digit": 9, "center": [50, 20], "box": [44, 16, 56, 24]}]
+_MOTIFS = [{"symbol": "2", "center": [20, 50], "box": [14, 46, 26, 54]},
+           {"symbol": "5", "center": [50, 80], "box": [44, 76, 56, 85]},
+           {"symbol": "7", "center": [80, 50], "box": [74, 46, 86, 54]},
+           {"symbol": "9", "center": [50, 20], "box": [44, 16, 56, 24]}]
 _ACTIVE = [{"channel": 1, "row": 20, "col": 50, "value": 1.5},  # digit 2: hit
            {"channel": 4, "row": 50, "col": 80, "value": 0.8},  # digit 5: confused
            {"channel": 6, "row": 80, "col": 50, "value": 2.0},  # digit 7: hit
            {"channel": 3, "row": 5, "col": 5, "value": 0.3}]  # false positive; 9 is missed
-MAPPING = {str(c): (c + 1) % 10 for c in range(10)}
-MAPPING["4"], MAPPING["3"] = 4, 5  # channel 4 fires on digit 5 but is assigned to digit 4
+MAPPING = {str(c): str((c + 1) % 10) for c in range(10)}
+MAPPING["4"], MAPPING["3"] = "4", "5"  # channel 4 fires on digit 5 but is assigned to 4
 
 
 class FakeClient:
@@ -68,9 +68,10 @@ class FakeClient:
 
     def models(self):
         self._check("models")
-        return {"models": [{"id": m, "sparsity": 0.99, "density": 1e-2, "samples_seen": 24,
+        return {"models": [{"id": m, "domain": "digit-circle", "sparsity": 0.99,
+                            "density": 1e-2, "samples_seen": 24,
                             "parameters": 1000, "metrics": None} for m in self.model_ids],
-                "errors": {"broken": "model.safetensors is missing"}}
+                "default": None, "errors": {"broken": "model.safetensors is missing"}}
 
     def model(self, model_id):
         self._check("model", model_id)
@@ -79,7 +80,9 @@ class FakeClient:
         return {"id": model_id, "config": {}, "train": {}, "samples_seen": 24, "density": 0.01,
                 "metrics": {"fpe": 1.25, "fne": 0.5, "ce": 2.0, "e2ee": 3.5, "density": 6e-5,
                             "density_ratio": 1.34, "n": 200},
-                "channel_to_digit": MAPPING, "confusion": confusion.tolist()}
+                "domain": "digit-circle", "vocabulary": [str(d) for d in range(10)],
+                "symbols": [str(d) for d in range(10)], "assignment_kind": "one-to-one",
+                "assignment": MAPPING, "confusion": confusion.tolist()}
 
     def history(self, model_id):
         self._check("history", model_id)
@@ -92,7 +95,8 @@ class FakeClient:
 
     def channels(self, model_id):
         self._check("channels", model_id)
-        return {"channels": [{"channel": c, "digit": MAPPING[str(c)], "density": 5e-5 + c * 1e-6,
+        return {"channels": [{"channel": c, "symbol": MAPPING[str(c)],
+                              "density": 5e-5 + c * 1e-6,
                               "histogram": {"edges": [0, 0.5, 1, 1.5, 2],
                                             "counts": [3, 5, 2, 1]}} for c in range(10)]}
 
@@ -103,10 +107,11 @@ class FakeClient:
         return {**info, "top_crops": [{"seed": 100 + i, "row": 40 + i, "col": 30,
                                        "value": 2 - i / 10, "crop": crop} for i in range(6)]}
 
-    def sample(self, seed):
+    def sample(self, seed, model_id=None, split="train"):
         self._check("sample", seed)
-        return {"seed": seed, "image": _image(seed), "png_base64": "", "label": [2, 5, 7, 9],
-                "motifs": _MOTIFS}
+        return {"domain": "digit-circle", "split": split, "seed": seed, "height": H,
+                "width": W, "image": _image(seed), "png_base64": "",
+                "label": ["2", "5", "7", "9"], "motifs": _MOTIFS}
 
     def activations(self, model_id, *, image=None, file=None, fit="none", dense=False):
         self._check("activations", model_id, fit=fit, has_file=file is not None)
@@ -115,20 +120,22 @@ class FakeClient:
                                "cannot decode the uploaded image", url="http://fake:1", status=400)
         return {"model": model_id, "height": H, "width": W, "channels": 10,
                 "activations": _ACTIVE, "n_active": len(_ACTIVE), "density": 4e-5,
-                "sequence": [2, 5, 7], "probabilities": [0.99, 0.6, 0.95, 0.9], "dense": None}
+                "sequence": [2, 5, 7], "tokens": ["2", "5", "7"],
+                "probabilities": [0.99, 0.6, 0.95, 0.9], "dense": None}
 
     def analysis(self, model_id, *, seed=None, image=None, motifs=None):
         self._check("analysis", model_id, seed=seed)
-        digits = [{"digit": 2, "box": _MOTIFS[0]["box"], "status": "hit", "channel": 1,
-                   "value": 1.5, "row": 20, "col": 50},
-                  {"digit": 5, "box": _MOTIFS[1]["box"], "status": "confused", "channel": 4,
-                   "value": 0.8, "row": 50, "col": 80},
-                  {"digit": 7, "box": _MOTIFS[2]["box"], "status": "hit", "channel": 6,
-                   "value": 2.0, "row": 80, "col": 50},
-                  {"digit": 9, "box": _MOTIFS[3]["box"], "status": "missed", "channel": None,
-                   "value": None, "row": None, "col": None}]
-        return {"sequence": [2, 5, 7], "probabilities": [0.99, 0.6, 0.95, 0.9],
-                "label": [2, 5, 7, 9], "digits": digits,
+        found = [{"symbol": "2", "box": _MOTIFS[0]["box"], "status": "hit", "channel": 1,
+                  "value": 1.5, "row": 20, "col": 50},
+                 {"symbol": "5", "box": _MOTIFS[1]["box"], "status": "confused", "channel": 4,
+                  "value": 0.8, "row": 50, "col": 80},
+                 {"symbol": "7", "box": _MOTIFS[2]["box"], "status": "hit", "channel": 6,
+                  "value": 2.0, "row": 80, "col": 50},
+                 {"symbol": "9", "box": _MOTIFS[3]["box"], "status": "missed",
+                  "channel": None, "value": None, "row": None, "col": None}]
+        return {"sequence": [2, 5, 7], "tokens": ["2", "5", "7"],
+                "probabilities": [0.99, 0.6, 0.95, 0.9],
+                "label": ["2", "5", "7", "9"], "motifs": found, "assignment": MAPPING,
                 "false_positives": [{"channel": 3, "row": 5, "col": 5, "value": 0.3}],
                 "fpe": 25.0, "fne": 25.0, "ce": 33.3, "n_active": 4, "density": 4e-5}
 
@@ -139,9 +146,11 @@ class FakeClient:
         after += list(add or [])
         sequence = [2, 5, 7] if not gone else [5, 7]
         if add:
-            sequence = sorted(set(sequence) | {MAPPING[str(a["channel"])] for a in add})
-        return {"before": {"sequence": [2, 5, 7], "probabilities": [0.99, 0.6, 0.95, 0.9]},
-                "after": {"sequence": sequence, "probabilities": [0.8] * (len(sequence) + 1)},
+            sequence = sorted(set(sequence) | {int(MAPPING[str(a["channel"])]) for a in add})
+        return {"before": {"sequence": [2, 5, 7], "tokens": ["2", "5", "7"],
+                           "probabilities": [0.99, 0.6, 0.95, 0.9]},
+                "after": {"sequence": sequence, "tokens": [str(t) for t in sequence],
+                          "probabilities": [0.8] * (len(sequence) + 1)},
                 "removed": len(gone), "added": len(add or []), "activations_after": after}
 
 
@@ -204,8 +213,8 @@ def test_explore_sample_overlay_sequence_and_ground_truth(fake):
     (fig,) = figures(at)
     traces = marker_traces(fig)
     # every active motif drawn where it fires, one trace per channel, named with its digit
-    assert traces["ch 6 → digit 7"]["x"] == [50] and traces["ch 6 → digit 7"]["y"] == [80]
-    assert "value" in traces["ch 1 → digit 2"]["hovertemplate"]
+    assert traces["ch 6 → 7"]["x"] == [50] and traces["ch 6 → 7"]["y"] == [80]
+    assert "value" in traces["ch 1 → 2"]["hovertemplate"]
     assert traces["false positive"]["x"] == [5]
     # ground-truth boxes, one per digit, labelled with their status
     labels = sorted(a["text"] for a in fig["layout"]["annotations"])
@@ -215,7 +224,7 @@ def test_explore_sample_overlay_sequence_and_ground_truth(fake):
 
     page = texts(at)
     assert "2 5 7" in page and "Ground truth is 2 5 7 9" in page
-    assert "4 digits: 2 hit, 1 confused, 1 missed; 1 false-positive pixels" in page
+    assert "4 motifs: 2 hit, 1 confused, 1 missed; 1 false-positive pixels" in page
     confidences = at.dataframe[0].value
     assert list(confidences["token"]) == ["2", "5", "7", "end"]
     assert list(confidences["confidence %"]) == [99.0, 60.0, 95.0, 90.0]
@@ -227,7 +236,7 @@ def test_explore_channel_toggles_hide_markers(fake):
     at = run_page()
     at.button_group(key="explore_channels_10").set_value([6]).run()
     traces = marker_traces(figures(at)[0])
-    assert set(traces) == {"ch 6 → digit 7"}  # the false positive is on channel 3: hidden
+    assert set(traces) == {"ch 6 → 7"}  # the false positive is on channel 3: hidden
 
 
 def test_explore_new_seed_asks_backend_again(fake):
@@ -319,7 +328,7 @@ def test_channels_page(fake):
     select = at.selectbox(key="channel_pick_alpha")
     select.set_value(6).run()
     page = texts(at)
-    assert "Aligned digit=7" in page and "Top crops=6" in page
+    assert "Aligned symbol=7" in page and "Top crops=6" in page
     assert len(at.image) == 6  # the gallery of top-activating crops
     (hist,) = figures(at)
     assert hist["data"][0]["type"] == "bar" and hist["data"][0]["y"] == [3, 5, 2, 1]
@@ -359,7 +368,7 @@ def test_training_page(fake):
     assert "Samples seen=240,000" in texts(at)
     (marks,) = [t for t in fig["data"] if t.get("name") == "channel resampled"]
     assert marks["x"] == [120_000, 160_000] and marks["y"] == pytest.approx([0.5, 0.7])
-    assert "channel 2 (a copy of channel 8) re-initialised for digit 3" in marks["hovertext"][0]
+    assert "channel 2 (a copy of channel 8) re-initialised for token 3" in marks["hovertext"][0]
     assert "had not learned it" in marks["hovertext"][1]
     assert any("120,000 samples: channel 2" in c.value for c in at.caption)
 
@@ -393,7 +402,7 @@ def test_intervene_remove_and_add(fake):
     assert call[2]["remove"] == [{"channel": 1, "row": 20, "col": 50}] and call[2]["add"] == []
     assert "The decoded sequence changed: 2 5 7 → 5 7" in texts(at)
     traces = marker_traces(figures(at)[0])
-    assert traces["removed"]["x"] == [50] and "ch 1 → digit 2" not in traces
+    assert traces["removed"]["x"] == [50] and "ch 1 → 2" not in traces
 
     at.toggle(key="intervene_add").set_value(True).run()
     at.selectbox(key="intervene_channel").set_value(8).run()

@@ -22,8 +22,8 @@ ERRORS = {code: {"model": ErrorDetail} for code in (401, 404, 413, 415, 422)}
 
 
 def _run(loaded: LoadedModel, images: list, fit: str, dense: bool) -> list[dict]:
-    size = loaded.checkpoint.config.image_size
-    prepared = np.stack([prepare_image(image, size, fit) for image in images])
+    shape = loaded.checkpoint.config.image_shape
+    prepared = np.stack([prepare_image(image, shape, fit) for image in images])
     return [{"model": loaded.id, **r} for r in loaded.run(run_images, prepared, dense)]
 
 

@@ -15,13 +15,14 @@ ERRORS = {code: {"model": ErrorDetail} for code in (401, 404, 409)}
 def _summaries(loaded: LoadedModel, n: int) -> list[dict]:
     try:
         return loaded.summaries(n)
-    except ValueError as e:  # e.g. a model whose image size is not DigitCircle's
-        raise HTTPException(409, f"cannot summarise this model on DigitCircle: {e}") from e
+    except ValueError as e:  # e.g. a domain without a validation split
+        raise HTTPException(409, f"cannot summarise this model on its domain "
+                                 f"({loaded.domain_id}): {e}") from e
 
 
 @router.get("/{model_id}/channels", response_model=ChannelList, responses=ERRORS)
 def channels(loaded: ModelDep, settings: SettingsDep) -> dict:
-    """Each channel's assigned digit, density and histogram of its nonzero values, over
+    """Each channel's assigned symbol, density and histogram of its nonzero values, over
     SPARLING_CHANNEL_SUMMARY_N validation images."""
     return {"channels": _summaries(loaded, settings.channel_summary_n)}
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ..deps import ModelDep, StoreDep
+from ..deps import ModelDep, SettingsDep, StoreDep
 from ..schemas import History, MetricsSummary, ModelDetail, ModelList, ModelSummary
 from ..store import LoadedModel
 
@@ -33,6 +33,7 @@ def _summary(loaded: LoadedModel) -> ModelSummary:
     meta, metrics = loaded.checkpoint.meta, loaded.checkpoint.metrics
     return ModelSummary(
         id=loaded.id,
+        domain=loaded.domain_id,
         sparsity=loaded.checkpoint.config.sparsity,
         density=_json_safe(_number(meta.get("density"))),
         samples_seen=_number(meta.get("samples_seen")),
@@ -43,15 +44,15 @@ def _summary(loaded: LoadedModel) -> ModelSummary:
 
 
 @router.get("", response_model=ModelList)
-def list_models(store: StoreDep) -> ModelList:
+def list_models(store: StoreDep, settings: SettingsDep) -> ModelList:
     return ModelList(models=[_summary(m) for _, m in sorted(store.models.items())],
-                     errors=store.errors)
+                     default=store.default_model(settings.default_model), errors=store.errors)
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
 def model_detail(loaded: ModelDep) -> ModelDetail:
     meta, metrics = loaded.checkpoint.meta, loaded.checkpoint.metrics
-    c2d = loaded.channel_to_digit
+    assignment, symbols = loaded.assignment, loaded.domain.symbols
     confusion = (metrics or {}).get("confusion")
     return ModelDetail(
         id=loaded.id,
@@ -60,7 +61,12 @@ def model_detail(loaded: ModelDep) -> ModelDetail:
         samples_seen=_number(meta.get("samples_seen")),
         density=_json_safe(_number(meta.get("density"))),
         metrics=_json_safe(metrics),
-        channel_to_digit=None if c2d is None else {str(c): d for c, d in sorted(c2d.items())},
+        domain=loaded.domain_id,
+        vocabulary=list(loaded.domain.vocabulary),
+        symbols=list(symbols),
+        assignment_kind=loaded.domain.assignment,
+        assignment=None if assignment is None else {
+            str(c): symbols[d] for c, d in sorted(assignment.items())},
         confusion=confusion if _is_table(confusion) else None,
     )
 

@@ -16,6 +16,7 @@ from frontend import api_client as api
 T = TypeVar("T")
 
 MODEL_KEY = "model_id"  # session-state key of the sidebar checkpoint picker
+DEFAULT_KEY = "_default_model"  # the backend's default model (GET /v1/models "default")
 PICKER_SHOWN = "_picker_shown"  # set by streamlit_app.py when it rendered the picker
 END = "end"
 
@@ -84,6 +85,8 @@ def models() -> list[dict]:
 def model_label(model: dict) -> str:
     density = model.get("density")
     text = model["id"]
+    if model.get("domain") and model["domain"] != "digit-circle":
+        text += f"  ·  {model['domain']}"
     if density is not None:
         text += f"  ·  density {density:.2e}"
     if model.get("samples_seen"):
@@ -104,8 +107,11 @@ def model_picker(available: list[dict], container=None, *, key: str = MODEL_KEY,
     by_id = {m["id"]: m for m in available}
     if st.session_state.get(key) not in by_id:  # first run, or the checkpoint went away
         remembered = st.session_state.get(f"_{key}")
-        st.session_state[key] = (remembered if remembered in by_id
-                                 else available[min(index, len(available) - 1)]["id"])
+        default = st.session_state.get(DEFAULT_KEY)
+        st.session_state[key] = (
+            remembered if remembered in by_id
+            else default if index == 0 and default in by_id
+            else available[min(index, len(available) - 1)]["id"])
     choice = container.selectbox(label, list(by_id), key=key,
                                  format_func=lambda i: model_label(by_id[i]))
     st.session_state[f"_{key}"] = choice
@@ -126,15 +132,17 @@ def current_model() -> str:
     return model_id
 
 
-def channel_to_digit(model_id: str) -> dict[int, int]:
+def assignment(model_id: str) -> dict[int, str]:
+    """The checkpoint's evaluated channel -> symbol map (several channels may share a symbol
+    when the domain assigns many-to-one); {} before an evaluation."""
     detail = call(api.get_model, model_id, what=f"read checkpoint {model_id}")
-    mapping = detail.get("channel_to_digit") or {}
-    return {int(c): int(d) for c, d in mapping.items()}
+    mapping = detail.get("assignment") or {}
+    return {int(c): str(d) for c, d in mapping.items()}
 
 
-def channel_name(channel: int, mapping: dict[int, int]) -> str:
-    digit = mapping.get(channel)
-    return f"ch {channel} → digit {digit}" if digit is not None else f"ch {channel}"
+def channel_name(channel: int, mapping: dict[int, str]) -> str:
+    symbol = mapping.get(channel)
+    return f"ch {channel} → {symbol}" if symbol is not None else f"ch {channel}"
 
 
 # --- images -------------------------------------------------------------------------------
@@ -187,8 +195,8 @@ def fit_for_display(array: np.ndarray, height: int, width: int, fit: str) -> np.
 
 
 def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: int, width: int,
-                 activations: Sequence[dict], *, mapping: dict[int, int] | None = None,
-                 channels: Sequence[int] | None = None, digits: Sequence[dict] = (),
+                 activations: Sequence[dict], *, mapping: dict[int, str] | None = None,
+                 channels: Sequence[int] | None = None, motifs: Sequence[dict] = (),
                  false_positives: Sequence[dict] = (), removed: Sequence[dict] = (),
                  added: Sequence[dict] = (), fig_height: int = 560) -> go.Figure:
     """The image in grey with every active motif as a marker coloured by its channel (the
@@ -201,14 +209,14 @@ def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: i
         z=z, colorscale=[[0.0, "#ffffff"], [1.0, "#9a9a9a"]], zmin=0, zmax=1, showscale=False,
         hovertemplate="row %{y}, col %{x}<br>pixel %{z:.2f}<extra></extra>", name="image"))
 
-    for digit in digits:
-        r0, c0, r1, c1 = digit["box"]
-        colour, dash = STATUS_STYLE.get(digit["status"], ("#333333", "solid"))
+    for motif in motifs:
+        r0, c0, r1, c1 = motif["box"]
+        colour, dash = STATUS_STYLE.get(motif["status"], ("#333333", "solid"))
         fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 - 0.5, y0=r0 - 0.5, y1=r1 - 0.5,
                       line={"color": colour, "width": 2.5, "dash": dash})
-        text = f"{digit['digit']}: {digit['status']}"
-        if digit["status"] == "confused" and digit.get("channel") is not None:
-            text += f" (ch {digit['channel']})"
+        text = f"{motif['symbol']}: {motif['status']}"
+        if motif["status"] == "confused" and motif.get("channel") is not None:
+            text += f" (ch {motif['channel']})"
         fig.add_annotation(x=(c0 + c1 - 1) / 2, y=r0 - 0.5, yanchor="bottom", text=text,
                            showarrow=False, font={"color": colour, "size": 12},
                            bgcolor="rgba(255,255,255,0.8)")
@@ -284,11 +292,13 @@ def crop_image(crop: Sequence[Sequence[float]], mark: tuple[int, int] | None = N
 
 
 # --- decoded sequences --------------------------------------------------------------------
-def sequence_text(sequence: Sequence[int]) -> str:
+def sequence_text(sequence: Sequence[str | int]) -> str:
+    """Tokens joined by spaces (the backend sends each decoded sequence as `tokens`)."""
     return " ".join(str(d) for d in sequence) if sequence else "(empty)"
 
 
-def confidence_rows(sequence: Sequence[int], probabilities: Sequence[float]) -> list[dict]:
+def confidence_rows(sequence: Sequence[str | int], probabilities: Sequence[float]
+                    ) -> list[dict]:
     """One row per emitted token, the end token last, with its probability in percent."""
     tokens = [str(d) for d in sequence] + [END]
     return [{"position": i + 1, "token": tok,
@@ -296,14 +306,14 @@ def confidence_rows(sequence: Sequence[int], probabilities: Sequence[float]) -> 
             for i, (tok, p) in enumerate(zip(tokens, probabilities, strict=False))]
 
 
-def show_sequence(sequence: Sequence[int], probabilities: Sequence[float],
-                  label: Sequence[int] | None = None, *,
+def show_sequence(sequence: Sequence[str | int], probabilities: Sequence[float],
+                  label: Sequence[str | int] | None = None, *,
                   title: str = "Decoded sequence") -> None:
     st.markdown(f"**{title}**")
     st.markdown(f"<div style='font-size:2rem;font-family:monospace;line-height:1.3'>"
                 f"{sequence_text(sequence)}</div>", unsafe_allow_html=True)
     if label is not None:
-        if list(sequence) == list(label):
+        if [str(t) for t in sequence] == [str(t) for t in label]:
             st.success(f"Matches the ground truth {sequence_text(label)}",
                        icon=":material/check_circle:")
         else:

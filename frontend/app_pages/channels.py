@@ -1,4 +1,4 @@
-"""Channels: one motif channel at a time: the digit it aligns with, how often it fires,
+"""Channels: one motif channel at a time: the symbol it aligns with, how often it fires,
 the distribution of its values and the image patches where it fires hardest."""
 
 import plotly.graph_objects as go
@@ -17,8 +17,8 @@ by_channel = {int(c["channel"]): c for c in overview}
 
 
 def _describe(c: int) -> str:
-    digit = by_channel[c].get("digit")
-    return f"Channel {c}" + (f" → digit {digit}" if digit is not None else " (unassigned)")
+    symbol = by_channel[c].get("symbol")
+    return f"Channel {c}" + (f" → {symbol}" if symbol is not None else " (unassigned)")
 
 
 channel = st.selectbox("Channel", list(by_channel), key=f"channel_pick_{model_id}",
@@ -26,7 +26,7 @@ channel = st.selectbox("Channel", list(by_channel), key=f"channel_pick_{model_id
 info = ui.call(api.get_channel, model_id, channel, what=f"read channel {channel}")
 
 c1, c2, c3 = st.columns(3)
-c1.metric("Aligned digit", "—" if info.get("digit") is None else info["digit"])
+c1.metric("Aligned symbol", "—" if info.get("symbol") is None else info["symbol"])
 c2.metric("Realised density", f"{info['density']:.2e}")
 c3.metric("Top crops", len(info.get("top_crops") or []))
 
@@ -50,7 +50,7 @@ with left:
         st.caption("No activations recorded for this channel.")
 
     st.subheader("All channels")
-    st.dataframe([{"channel": c["channel"], "digit": c.get("digit"),
+    st.dataframe([{"channel": c["channel"], "symbol": c.get("symbol"),
                    "density": f"{c['density']:.2e}"} for c in overview],
                  hide_index=True, width="stretch")
 

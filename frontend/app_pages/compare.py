@@ -1,4 +1,4 @@
-"""Compare: two checkpoints side by side on the same DigitCircle sample."""
+"""Compare: two checkpoints side by side on the same sample of their domain."""
 
 import streamlit as st
 
@@ -16,8 +16,6 @@ if len(available) < 2:
 
 seed = int(st.number_input("Seed (the same image for both)", min_value=0, max_value=2**31 - 1,
                            value=0, step=1, key="compare_seed"))
-sample = ui.call(api.get_sample, seed, what=f"generate sample {seed}")
-st.caption(f"Ground truth: {ui.sequence_text(sample['label'])}")
 
 sides = st.columns(2, gap="large")
 for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare_right"),
@@ -25,18 +23,20 @@ for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare
     with column:
         model_id = ui.model_picker(available, column, key=key, label=f"Checkpoint {'AB'[side]}",
                                    index=index)
-        mapping = ui.channel_to_digit(model_id)
+        mapping = ui.assignment(model_id)
+        sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
         result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
         analysis = ui.call(api.analysis_for_sample, model_id, seed, what="analyse the sample")
         fig = ui.motif_figure(sample["image"], result["height"], result["width"],
                               ui.strongest(result["activations"]), mapping=mapping,
-                              digits=analysis["digits"],
+                              motifs=analysis["motifs"],
                               false_positives=ui.strongest(analysis["false_positives"],
                                                             ui.MAX_FALSE_POSITIVES),
                               fig_height=560)
         st.plotly_chart(fig, key=f"compare_figure_{side}")
-        ui.show_sequence(result["sequence"], result["probabilities"], sample["label"])
-        digits = analysis["digits"]
+        ui.show_sequence(result.get("tokens", result["sequence"]), result["probabilities"],
+                         sample["label"])
+        digits = analysis["motifs"]
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Hit", sum(d["status"] == "hit" for d in digits))
         c2.metric("Confused", sum(d["status"] == "confused" for d in digits))

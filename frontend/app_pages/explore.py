@@ -1,5 +1,5 @@
 """Explore: one image, every active motif where it fires, the decoded sequence, and (for
-generated samples) how each ground-truth digit was found."""
+samples of the model's domain) how each ground-truth motif was found."""
 
 import streamlit as st
 
@@ -8,20 +8,23 @@ from frontend.app_pages import _common as ui
 
 st.title("Explore motifs")
 model_id = ui.current_model()
-mapping = ui.channel_to_digit(model_id)
+mapping = ui.assignment(model_id)
+detail = ui.call(api.get_model, model_id, what=f"read checkpoint {model_id}")
+domain = detail.get("domain") or "digit-circle"
 
 pick, options = st.columns([3, 2], vertical_alignment="bottom")
-source = pick.radio("Image", ["Generate a DigitCircle sample", "Upload an image"],
+source = pick.radio("Image", [f"A sample of {domain}", "Upload an image"],
                     horizontal=True, key="explore_source")
 
 image = None
 label = None
 analysis = None
-if source.startswith("Generate"):
+if source.startswith("A sample"):
     seed = int(options.number_input(
         "Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="explore_seed",
-        help="Every seed draws one DigitCircle image, deterministically"))
-    sample = ui.call(api.get_sample, seed, what=f"generate sample {seed}")
+        help=f"Every seed draws one {domain} image, deterministically (for a folder of "
+             "images: the index of a training image)"))
+    sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
     result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
     analysis = ui.call(api.analysis_for_sample, model_id, seed, what="analyse the sample")
     image, label = sample["image"], sample["label"]
@@ -29,7 +32,7 @@ else:
     fit = options.selectbox(
         "If the image is not the model's size", ["pad", "resize", "none"], key="explore_fit",
         help="pad: centre it (padding or cropping); resize: nearest-neighbour; none: refuse")
-    upload = st.file_uploader("PNG, JPEG or NPY image; ink bright on dark, like DigitCircle "
+    upload = st.file_uploader("PNG, JPEG or NPY image; ink bright on dark, like the samples "
                               "(grey levels above 127 count as ink)",
                               type=["png", "jpg", "jpeg", "npy"], key="explore_upload")
     if upload is None:
@@ -54,7 +57,7 @@ all_channels = list(range(int(result.get("channels") or 10)))
 
 left, right = st.columns([3, 2], gap="large")
 with right:
-    ui.show_sequence(result["sequence"], result["probabilities"], label)
+    ui.show_sequence(result.get("tokens", result["sequence"]), result["probabilities"], label)
     c1, c2 = st.columns(2)
     c1.metric("Active motifs", result["n_active"])
     c2.metric("Density", f"{result['density']:.2e}")
@@ -65,13 +68,13 @@ with right:
         format_func=lambda c: ui.channel_name(c, mapping) + ("" if c in present else " ·off"),
         help="Click a channel to hide or show its motifs. '·off': silent on this image.")
 
-digits = analysis["digits"] if analysis else []
+found = analysis["motifs"] if analysis else []
 false_positives = analysis["false_positives"] if analysis else []
 drawn = ui.strongest(activations, channels=shown)
 drawn_fp = ui.strongest(false_positives, ui.MAX_FALSE_POSITIVES, channels=shown)
 with left:
     fig = ui.motif_figure(image, result["height"], result["width"], drawn, mapping=mapping,
-                          digits=digits, false_positives=drawn_fp, fig_height=700)
+                          motifs=found, false_positives=drawn_fp, fig_height=700)
     st.plotly_chart(fig, key="explore_figure")
     on_shown = len(ui.strongest(activations, limit=len(activations), channels=shown))
     if len(drawn) < on_shown:
@@ -79,32 +82,38 @@ with left:
                    f"{on_shown:,} active motifs on the chosen channels.", icon=":material/warning:")
     legend = "Grey: the image. Dots: active motifs, coloured by channel (hover for the value)."
     if analysis:
-        legend += (" Boxes: ground-truth digits, green = hit, orange dotted = confused (a "
-                   "channel assigned to another digit), red dashed = missed. Red rings: false "
-                   "positives (active outside every digit box).")
+        legend += (" Boxes: ground-truth motifs, green = hit, orange dotted = confused (a "
+                   "channel assigned to another symbol), red dashed = missed. Red rings: false "
+                   "positives (active outside every motif box).")
     st.caption(legend)
 
 with right:
     if analysis:
-        counts = {s: sum(d["status"] == s for d in digits) for s in ("hit", "confused", "missed")}
-        st.markdown(f"**Ground truth**: {len(digits)} digits: {counts['hit']} hit, "
+        counts = {s: sum(d["status"] == s for d in found) for s in ("hit", "confused", "missed")}
+        st.markdown(f"**Ground truth**: {len(found)} motifs: {counts['hit']} hit, "
                     f"{counts['confused']} confused, {counts['missed']} missed; "
                     f"{len(false_positives)} false-positive pixels.")
-        st.dataframe([{"digit": d["digit"], "status": d["status"], "channel": d.get("channel"),
-                       "channel's digit": mapping.get(d["channel"])
+        st.dataframe([{"symbol": d["symbol"], "status": d["status"],
+                       "channel": d.get("channel"),
+                       "channel's symbol": mapping.get(d["channel"])
                        if d.get("channel") is not None else None,
                        "value": None if d.get("value") is None else round(d["value"], 3)}
-                      for d in digits],
+                      for d in found],
                      hide_index=True, width="stretch")
     elif source.startswith("Upload"):
         st.caption("Uploads have no ground truth, so nothing is marked hit or missed.")
 
-with st.expander("Channel-to-digit assignment", expanded=bool(analysis)):
+with st.expander("Channel-to-symbol assignment", expanded=bool(analysis)):
     if mapping:
-        st.caption("From the checkpoint's evaluation: the one-to-one assignment that best "
-                   "matches channels to the digits they fire on (Hungarian algorithm).")
-        st.dataframe([{"channel": c, "digit": d, "active here": c in present}
+        if detail.get("assignment_kind") == "many-to-one":
+            st.caption("From the checkpoint's evaluation: each channel is assigned to the "
+                       "symbol it most often fires on (many-to-one: several channels may "
+                       "share a symbol).")
+        else:
+            st.caption("From the checkpoint's evaluation: the one-to-one assignment that best "
+                       "matches channels to the symbols they fire on (Hungarian algorithm).")
+        st.dataframe([{"channel": c, "symbol": d, "active here": c in present}
                       for c, d in sorted(mapping.items())], hide_index=True, width="content")
     else:
         st.caption("This checkpoint has no evaluation yet, so channels are not assigned to "
-                   "digits (run `sparling evaluate`).")
+                   "symbols (run `sparling evaluate`).")

@@ -10,12 +10,12 @@ st.title("Intervene on the motif map")
 st.caption("The decoder only sees the sparse motif map. Remove motifs or plant a new one and "
            "watch the decoded sequence change: a direct test of what each motif means.")
 model_id = ui.current_model()
-mapping = ui.channel_to_digit(model_id)
+mapping = ui.assignment(model_id)
 
 controls, picture = st.columns([2, 3], gap="large")
 seed = int(controls.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                                  key="intervene_seed"))
-sample = ui.call(api.get_sample, seed, what=f"generate sample {seed}")
+sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
 original = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
 height, width = int(original["height"]), int(original["width"])
 n_channels = int(original.get("channels") or 10)
@@ -61,6 +61,7 @@ if remove or added:
     activations_after = result["activations_after"]
 else:
     before = after = {"sequence": original["sequence"],
+                      "tokens": original.get("tokens", original["sequence"]),
                       "probabilities": original["probabilities"]}
     activations_after = original["activations"]
 
@@ -73,16 +74,20 @@ with picture:
 st.divider()
 left, right = st.columns(2, gap="large")
 with left:
-    ui.show_sequence(before["sequence"], before["probabilities"], title="Before (original map)")
+    ui.show_sequence(before.get("tokens", before["sequence"]), before["probabilities"],
+                     title="Before (original map)")
 with right:
-    ui.show_sequence(after["sequence"], after["probabilities"], title="After the edit")
+    ui.show_sequence(after.get("tokens", after["sequence"]), after["probabilities"],
+                     title="After the edit")
 if not (remove or added):
     st.info("Nothing edited yet: pick motifs to remove or add one to see the decoder's answer "
             "change.")
 elif list(after["sequence"]) == list(before["sequence"]):
-    st.info(f"The decoded sequence did not change ({ui.sequence_text(after['sequence'])}); "
+    st.info("The decoded sequence did not change "
+            f"({ui.sequence_text(after.get('tokens', after['sequence']))}); "
             "compare the confidences.")
 else:
-    st.success(f"The decoded sequence changed: {ui.sequence_text(before['sequence'])} → "
-               f"{ui.sequence_text(after['sequence'])}")
+    st.success("The decoded sequence changed: "
+               f"{ui.sequence_text(before.get('tokens', before['sequence']))} → "
+               f"{ui.sequence_text(after.get('tokens', after['sequence']))}")
 st.caption(f"Ground truth of seed {seed}: {ui.sequence_text(sample['label'])}")

@@ -49,7 +49,7 @@ def resample_events(history: list[dict]) -> list[tuple[int, float | None, str]]:
                 continue
             channel, keep, digit = r
             why = f"a copy of channel {keep}" if keep >= 0 else "had not learned it"
-            parts.append(f"channel {channel} ({why}) re-initialised for digit {digit}")
+            parts.append(f"channel {channel} ({why}) re-initialised for token {digit}")
         if parts:
             accuracy = row.get("accuracy")
             events.append((row["samples"], accuracy if isinstance(accuracy, int | float)

@@ -330,7 +330,7 @@ def _crop(image: np.ndarray, row: int, col: int, size: int) -> tuple[list, list[
     h, w = image.shape
     r0, c0 = max(row - size // 2, 0), max(col - size // 2, 0)
     r1, c1 = min(row - size // 2 + size, h), min(col - size // 2 + size, w)
-    return image[r0:r1, c0:c1].astype(int).tolist(), [r0, c0]
+    return image[r0:r1, c0:c1].astype(float).tolist(), [r0, c0]
 
 
 def channel_summaries(model: SparlingModel, n: int = 500,
