@@ -112,12 +112,12 @@ def test_explore_generated_sample(page, backend, frontend):
     shot(page, "01-explore-sample")
     assert_no_exception(page)
 
-    assert wait_count(page, '[data-testid="stDataFrame"]', 2) >= 2  # confidences, digits
-    page.get_by_text(f"{len(sample['motifs'])} digits:").first.wait_for()
-    page.get_by_text("Channel-to-digit assignment").first.wait_for()
+    assert wait_count(page, '[data-testid="stDataFrame"]', 2) >= 2  # confidences, motifs
+    page.get_by_text(f"{len(sample['motifs'])} motifs:").first.wait_for()
+    page.get_by_text("Channel-to-symbol assignment").first.wait_for()
     text = main_text(page)
-    assert seq(expected["sequence"]) in text  # the decoded sequence, as the backend decodes
-    assert f"{len(sample['motifs'])} digits:" in text
+    assert seq(expected["tokens"]) in text  # the decoded sequence, as the backend decodes
+    assert f"{len(sample['motifs'])} motifs:" in text
     # the overlay: one legend entry per active channel, one labelled box per digit
     plot = page.locator(".js-plotly-plot").first
     plot.locator(".legendtext").first.wait_for()
@@ -127,7 +127,7 @@ def test_explore_generated_sample(page, backend, frontend):
     assert len(labels) == len(sample["motifs"])
     assert all(re.match(r"\d: (hit|missed|confused)", t) for t in labels), labels
     assert wait_count(page, ".js-plotly-plot .scatterlayer .point") > 0
-    assert "Channel-to-digit assignment" in text
+    assert "Channel-to-symbol assignment" in text
 
 
 def test_explore_uploaded_png(page, backend, frontend, tmp_path):
@@ -158,7 +158,7 @@ def test_channel_page(page, backend, frontend):
     settle(page)
     assert_no_exception(page)
     metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
-    assert any("Aligned digit" in m and str(expected["digit"]) in m for m in metrics), metrics
+    assert any("Aligned symbol" in m and str(expected["symbol"]) in m for m in metrics), metrics
     assert len(expected["top_crops"]) > 0
     assert wait_count(page, '[data-testid="stImage"]', len(expected["top_crops"])) == len(
         expected["top_crops"])
@@ -178,7 +178,7 @@ def test_intervention_changes_the_decoding(page, backend, frontend):
     option.click()
     page.keyboard.press("Escape")
     settle(page)
-    chosen = re.match(r"ch (\d+)(?: → digit \d+)? at \((\d+), (\d+)\)", label)
+    chosen = re.match(r"ch (\d+)(?: → \S+)? at \((\d+), (\d+)\)", label)
     assert chosen, label
     channel, row, col = map(int, chosen.groups())
     expected = api(backend, "/v1/models/tiny-a/intervene",
