@@ -111,6 +111,12 @@ class Activation(BaseModel):
     value: float
 
 
+class Decoding(BaseModel):
+    sequence: list[int]
+    tokens: list[str]
+    probabilities: list[float]
+
+
 class ActivationsOut(BaseModel):
     model: str
     height: int
@@ -123,6 +129,12 @@ class ActivationsOut(BaseModel):
     tokens: list[str] = Field(description="the decoded tokens")
     probabilities: list[float] = Field(description="per emitted token, end token included")
     dense: list[list[list[float]]] | None = Field(description="C x H x W map when dense=true")
+    ink_fraction: float | None = Field(None, description="mean ink of the image the model saw")
+    empty_map: Decoding | None = Field(
+        None, description="what the decoder answers for an empty map: the baseline")
+    warnings: list[str] = Field(default_factory=list, description=(
+        "why this decode may not be supported by the motifs (empty map, more tokens than "
+        "motifs, ink far from the training images, padding / cropping / resizing applied)"))
 
 
 class BatchOut(BaseModel):
@@ -298,12 +310,6 @@ class InterveneByImage(_Edits):
 
 InterveneIn = Annotated[InterveneBySeed | InterveneByImage, Field(
     description='{"seed": n} or {"image": [[...]]}, with "remove" and "add" lists')]
-
-
-class Decoding(BaseModel):
-    sequence: list[int]
-    tokens: list[str]
-    probabilities: list[float]
 
 
 class InterveneOut(BaseModel):

@@ -55,3 +55,5 @@ if page.title != "Compare":
     _common.model_picker(listing.get("models") or [], st.sidebar)
 
 page.run()
+_common.share_link(st.sidebar)  # after the page: it has written its own parameters
+

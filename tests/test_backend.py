@@ -837,3 +837,16 @@ def test_a_model_of_another_image_size(tmp_path):
         assert c.post("/v1/models/small/intervene", json={"seed": 1}).status_code == 422
         r = c.get("/v1/models/small/channels")
         assert r.status_code == 409 and "64x64" in r.json()["detail"]
+
+
+def test_activations_warn_when_the_image_was_padded_or_resized(client):
+    small = [[0.0] * 60 for _ in range(40)]
+    padded = client.post("/v1/models/tiny/activations?fit=pad", json={"image": small}).json()
+    assert any("40x60" in w and "padded" in w and "100x100" in w for w in padded["warnings"])
+    resized = client.post("/v1/models/tiny/activations?fit=resize",
+                          json={"image": small}).json()
+    assert any("resized" in w for w in resized["warnings"])
+    exact = client.post("/v1/models/tiny/activations",
+                        json={"image": [[0.0] * 100] * 100}).json()
+    assert not any("fit=" in w for w in exact["warnings"])
+    assert exact["empty_map"]["tokens"] and exact["ink_fraction"] == 0.0

@@ -56,6 +56,8 @@ class FakeClient:
     """Answers like the backend, records the calls, and can be switched off."""
 
     def __init__(self, models=("alpha", "beta")):
+        self.default = None
+        self.warnings: list[str] = []
         self.down = False
         self.calls: list[tuple] = []
         self.model_ids = list(models)
@@ -71,7 +73,8 @@ class FakeClient:
         return {"models": [{"id": m, "domain": "digit-circle", "sparsity": 0.99,
                             "density": 1e-2, "samples_seen": 24,
                             "parameters": 1000, "metrics": None} for m in self.model_ids],
-                "default": None, "errors": {"broken": "model.safetensors is missing"}}
+                "default": self.default,
+                "errors": {"broken": "model.safetensors is missing"}}
 
     def model(self, model_id):
         self._check("model", model_id)
@@ -121,7 +124,10 @@ class FakeClient:
         return {"model": model_id, "height": H, "width": W, "channels": 10,
                 "activations": _ACTIVE, "n_active": len(_ACTIVE), "density": 4e-5,
                 "sequence": [2, 5, 7], "tokens": ["2", "5", "7"],
-                "probabilities": [0.99, 0.6, 0.95, 0.9], "dense": None}
+                "probabilities": [0.99, 0.6, 0.95, 0.9], "dense": None,
+                "warnings": list(self.warnings), "ink_fraction": 0.2,
+                "empty_map": {"sequence": [5, 9, 7], "tokens": ["5", "9", "7"],
+                              "probabilities": [0.5, 0.5, 0.5, 0.5]}}
 
     def analysis(self, model_id, *, seed=None, image=None, motifs=None):
         self._check("analysis", model_id, seed=seed)
@@ -381,6 +387,58 @@ def test_model_choice_carries_across_pages(fake):
     at.switch_page("app_pages/compare.py").run()  # no sidebar picker on Compare
     at.switch_page("app_pages/channels.py").run()
     assert at.sidebar.selectbox(key="model_id").value == "beta"
+
+
+def test_explorer_opens_on_the_default_model(fake):
+    fake.model_ids = ["ablation-kl-0.1", "ablation-st", "digit-circle-mt"]
+    fake.default = "digit-circle-mt"
+    at = run_page()
+    assert at.sidebar.selectbox(key="model_id").value == "digit-circle-mt"
+    assert at.query_params["model"] == "digit-circle-mt"
+    at = run_page("compare")  # Compare: the default model against its closest ablation
+    assert at.selectbox(key="compare_left").value == "digit-circle-mt"
+    assert at.selectbox(key="compare_right").value == "ablation-st"
+
+
+def test_url_state_round_trip(fake):
+    """?model=beta&seed=7 opens Explore on beta with seed 7; a change is written back."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["model"] = "beta"
+    at.query_params["seed"] = "7"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.sidebar.selectbox(key="model_id").value == "beta"
+    assert at.number_input(key="explore_seed").value == 7
+    assert ("sample", (7,), {}) in fake.calls
+    at.number_input(key="explore_seed").set_value(9).run()
+    assert at.query_params["seed"] == "9" and at.query_params["model"] == "beta"
+    at.sidebar.selectbox(key="model_id").set_value("alpha").run()
+    assert at.query_params["model"] == "alpha"
+    link = [c.value for c in at.sidebar.code]
+    assert link and "model=alpha" in link[0] and "seed=9" in link[0]
+    # the Channels page reads ?channel= and writes it back
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["channel"] = "4"
+    at.run()
+    at.switch_page("app_pages/channels.py")
+    at.run()
+    assert at.selectbox(key="channel_pick_alpha").value == 4
+    assert at.query_params["channel"] == "4"
+    # a malformed parameter is ignored, not an error
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["model"] = "no-such-model"
+    at.query_params["seed"] = "-3"
+    at.run()
+    assert not at.exception and at.sidebar.selectbox(key="model_id").value == "alpha"
+    assert at.number_input(key="explore_seed").value == 0
+
+
+def test_explore_shows_why_a_decode_is_doubtful(fake):
+    fake.warnings = ["The decoder emitted 5 tokens from 2 active motifs: at least 3 token(s) "
+                     "are not backed by a motif."]
+    at = run_page()
+    assert any("not backed by a motif" in w.value for w in at.warning)
+    assert "for an empty map the decoder answers **5 9 7**" in texts(at)
 
 
 def test_compare_page_two_checkpoints_same_seed(fake):

@@ -354,3 +354,28 @@ def test_inspection_leaves_the_model_state_alone(model):
     si.channel_summaries(model, 2)
     assert _state_bytes(model) == before
     assert not model.training
+
+
+# --- honest decodes ---------------------------------------------------------------------
+
+def test_decode_warnings_name_each_reason():
+    ink = (0.15, 0.2, 0.25)
+    assert si.decode_warnings(3, ["1", "2", "3"], ["5"], 0.2, ink) == []
+    empty = si.decode_warnings(0, ["5", "9", "7"], ["5", "9", "7"], 0.2, ink)
+    assert len(empty) == 1 and "No motif is active" in empty[0]
+    short = si.decode_warnings(2, ["3", "7", "3", "3", "3"], ["5"], 0.2, ink)
+    assert any("5 tokens from 2 active motifs" in w and "3 token(s)" in w for w in short)
+    assert any("empty map" in w for w in si.decode_warnings(4, ["5"], ["5"], 0.2, ink))
+    assert any("inverted" in w for w in si.decode_warnings(4, ["1"], ["5"], 0.8, ink))
+    assert any("far from" in w for w in si.decode_warnings(4, ["1"], ["5"], 0.01, ink))
+    assert si.decode_warnings(4, ["1"], ["5"], 0.01, None) == []
+
+
+def test_run_image_reports_the_empty_map_baseline(model):
+    result = si.run_image(model, _image())
+    empty_seq, empty_prob = model.decode_motifs(torch.zeros(1, 10, 100, 100))
+    assert result["empty_map"]["sequence"] == empty_seq[0]
+    assert result["empty_map"]["tokens"] == [str(t) for t in empty_seq[0]]
+    assert result["empty_map"]["probabilities"] == pytest.approx(empty_prob[0])
+    assert result["ink_fraction"] == pytest.approx(float(np.mean(_image())))
+    assert isinstance(result["warnings"], list)

@@ -21,10 +21,24 @@ Fit = Annotated[Literal["none", "pad", "resize"], Query(
 ERRORS = {code: {"model": ErrorDetail} for code in (401, 404, 413, 415, 422)}
 
 
+def _fit_warning(original: tuple[int, ...], shape: tuple[int, int], fit: str) -> list[str]:
+    if tuple(original) == tuple(shape):
+        return []
+    h, w = original[:2]
+    how = ("resized (nearest neighbour)" if fit == "resize"
+           else "padded and cropped, centred" if h > shape[0] or w > shape[1]
+           else "padded, centred")
+    return [f"The image was {h}x{w}; it was {how} to the model's {shape[0]}x{shape[1]} "
+            f"(fit={fit}): motifs near the edges may be lost or distorted."]
+
+
 def _run(loaded: LoadedModel, images: list, fit: str, dense: bool) -> list[dict]:
     shape = loaded.checkpoint.config.image_shape
     prepared = np.stack([prepare_image(image, shape, fit) for image in images])
-    return [{"model": loaded.id, **r} for r in loaded.run(run_images, prepared, dense)]
+    results = loaded.run(run_images, prepared, dense)
+    return [{"model": loaded.id, **r,
+             "warnings": _fit_warning(np.shape(image), shape, fit) + r.get("warnings", [])}
+            for image, r in zip(images, results, strict=True)]
 
 
 @router.post("/{model_id}/activations", response_model=ActivationsOut, responses=ERRORS,

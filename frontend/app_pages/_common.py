@@ -52,6 +52,53 @@ def channel_colour(channel: int) -> str:
     return palette[channel % len(palette)]
 
 
+# --- shareable state: page, model, seed, channel and compared model live in the URL --------
+URL_KEYS = ("model", "seed", "channel", "compare")
+
+
+def url_int(key: str) -> int | None:
+    """An integer query parameter, None when absent or not a non-negative integer."""
+    value = st.query_params.get(key)
+    try:
+        number = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and number >= 0 else None
+
+
+def seed_from_url(widget_key: str) -> None:
+    """Before a seed widget is drawn: take `?seed=` once per session and page (a reload or a
+    shared link shows the same image); afterwards the widget owns the value."""
+    flag = f"_url_read_{widget_key}"
+    if not st.session_state.get(flag):
+        st.session_state[flag] = True
+        seed = url_int("seed")
+        if seed is not None:
+            st.session_state[widget_key] = seed
+
+
+def set_url(**values: object) -> None:
+    """Write query parameters (None removes one); unknown parameters are left alone."""
+    for key, value in values.items():
+        if value is None:
+            st.query_params.pop(key, None)
+        elif st.query_params.get(key) != str(value):
+            st.query_params[key] = str(value)
+
+
+def share_link(container=None) -> None:
+    """The link to exactly what is shown, with a copy button (st.code has one)."""
+    container = container or st.sidebar
+    try:
+        base = st.context.url or ""
+    except Exception:  # noqa: BLE001 - older Streamlit or a test harness without a request
+        base = ""
+    base = base.split("?")[0]
+    query = "&".join(f"{k}={st.query_params[k]}" for k in URL_KEYS if k in st.query_params)
+    container.caption("Link to this view (copy with the button)")
+    container.code(f"{base}?{query}" if query else base or "(no link)", language=None)
+
+
 # --- talking to the backend ---------------------------------------------------------------
 def show_api_error(error: api.ApiError, what: str = "") -> None:
     """Say plainly what failed and where; a Retry button reruns the page (errors are never
@@ -83,14 +130,20 @@ def models() -> list[dict]:
 
 
 def model_label(model: dict) -> str:
+    """id, domain (when not DigitCircle), sparsity kind and E2EE; the nominal density only
+    for the quantile-threshold layers, where it is the layer's target."""
     density = model.get("density")
     text = model["id"]
     if model.get("domain") and model["domain"] != "digit-circle":
         text += f"  ·  {model['domain']}"
-    if density is not None:
+    kind = model.get("sparsity")
+    if isinstance(kind, str):
+        text += f"  ·  {kind.upper()}"
+    e2ee = (model.get("metrics") or {}).get("e2ee")
+    if isinstance(e2ee, int | float):
+        text += f"  ·  E2EE {e2ee:.2f}%"
+    if density is not None and kind in ("mt", "st", "topk"):
         text += f"  ·  density {density:.2e}"
-    if model.get("samples_seen"):
-        text += f"  ·  {model['samples_seen']:,} samples"
     return text
 
 
@@ -105,6 +158,11 @@ def model_picker(available: list[dict], container=None, *, key: str = MODEL_KEY,
                           "the folder named by `SPARLING_CHECKPOINTS` and restart it.")
         return None
     by_id = {m["id"]: m for m in available}
+    url_key = "model" if key == MODEL_KEY else None
+    if url_key and not st.session_state.get(f"_url_read_{key}"):
+        st.session_state[f"_url_read_{key}"] = True  # a shared link names the model
+        if st.query_params.get(url_key) in by_id:
+            st.session_state[key] = st.query_params[url_key]
     if st.session_state.get(key) not in by_id:  # first run, or the checkpoint went away
         remembered = st.session_state.get(f"_{key}")
         default = st.session_state.get(DEFAULT_KEY)
@@ -115,6 +173,8 @@ def model_picker(available: list[dict], container=None, *, key: str = MODEL_KEY,
     choice = container.selectbox(label, list(by_id), key=key,
                                  format_func=lambda i: model_label(by_id[i]))
     st.session_state[f"_{key}"] = choice
+    if url_key:
+        set_url(**{url_key: choice})
     return choice
 
 
@@ -304,6 +364,17 @@ def confidence_rows(sequence: Sequence[str | int], probabilities: Sequence[float
     return [{"position": i + 1, "token": tok,
              "confidence %": round(100.0 * float(p), 2)}
             for i, (tok, p) in enumerate(zip(tokens, probabilities, strict=False))]
+
+
+def show_decode_warnings(result: dict) -> None:
+    """The service's reasons to doubt a decode, and the empty-map baseline."""
+    for warning in result.get("warnings") or []:
+        st.warning(warning, icon=":material/report:")
+    empty = result.get("empty_map")
+    if empty is not None:
+        st.caption(f"Baseline: for an empty map the decoder answers "
+                   f"**{sequence_text(empty.get('tokens', empty.get('sequence', [])))}**; "
+                   "an answer is only read from the image where it differs from this.")
 
 
 def show_sequence(sequence: Sequence[str | int], probabilities: Sequence[float],

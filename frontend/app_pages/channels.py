@@ -21,8 +21,13 @@ def _describe(c: int) -> str:
     return f"Channel {c}" + (f" → {symbol}" if symbol is not None else " (unassigned)")
 
 
-channel = st.selectbox("Channel", list(by_channel), key=f"channel_pick_{model_id}",
-                       format_func=_describe)
+pick_key = f"channel_pick_{model_id}"
+if not st.session_state.get(f"_url_read_{pick_key}"):  # a shared link names the channel
+    st.session_state[f"_url_read_{pick_key}"] = True
+    if ui.url_int("channel") in by_channel:
+        st.session_state[pick_key] = ui.url_int("channel")
+channel = st.selectbox("Channel", list(by_channel), key=pick_key, format_func=_describe)
+ui.set_url(channel=channel)
 info = ui.call(api.get_channel, model_id, channel, what=f"read channel {channel}")
 
 c1, c2, c3 = st.columns(3)

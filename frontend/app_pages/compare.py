@@ -1,5 +1,7 @@
 """Compare: two checkpoints side by side on the same sample of their domain."""
 
+import os
+
 import streamlit as st
 
 from frontend import api_client as api
@@ -14,8 +16,36 @@ if len(available) < 2:
     st.info("Only one checkpoint is loaded; both sides show it. Add another checkpoint "
             "folder to compare.")
 
+def closest_ablation(left: str, models: list[dict]) -> str | None:
+    """The model to compare `left` with by default: the paper's comparison (ablation-st) for
+    a DigitCircle model, else another model of the same domain sharing the longest prefix."""
+    domain = {m["id"]: m.get("domain") for m in models}
+    others = [m["id"] for m in models if m["id"] != left
+              and domain.get(m["id"]) == domain.get(left)]
+    if "ablation-st" in others:
+        return "ablation-st"
+    if not others:
+        return None
+    return max(others, key=lambda i: (len(os.path.commonprefix([i, left])), i.startswith(
+        "ablation-")))
+
+
+by_id = {m["id"]: m for m in available}
+if not st.session_state.get("_url_read_compare"):  # a shared link or the defaults
+    st.session_state["_url_read_compare"] = True
+    left = st.query_params.get("model")
+    left = left if left in by_id else st.session_state.get(ui.DEFAULT_KEY)
+    left = left if left in by_id else available[0]["id"]
+    right = st.query_params.get("compare")
+    right = right if right in by_id else closest_ablation(left, available)
+    st.session_state["compare_left"] = left
+    if right is not None:
+        st.session_state["compare_right"] = right
+
+ui.seed_from_url("compare_seed")
 seed = int(st.number_input("Seed (the same image for both)", min_value=0, max_value=2**31 - 1,
                            value=0, step=1, key="compare_seed"))
+ui.set_url(seed=seed)
 
 sides = st.columns(2, gap="large")
 for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare_right"),
@@ -23,6 +53,7 @@ for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare
     with column:
         model_id = ui.model_picker(available, column, key=key, label=f"Checkpoint {'AB'[side]}",
                                    index=index)
+        ui.set_url(**{("model", "compare")[side]: model_id})
         mapping = ui.assignment(model_id)
         sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
         result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
@@ -36,6 +67,7 @@ for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare
         st.plotly_chart(fig, key=f"compare_figure_{side}")
         ui.show_sequence(result.get("tokens", result["sequence"]), result["probabilities"],
                          sample["label"])
+        ui.show_decode_warnings(result)
         digits = analysis["motifs"]
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Hit", sum(d["status"] == "hit" for d in digits))

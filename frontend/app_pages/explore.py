@@ -20,15 +20,18 @@ image = None
 label = None
 analysis = None
 if source.startswith("A sample"):
+    ui.seed_from_url("explore_seed")
     seed = int(options.number_input(
         "Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="explore_seed",
         help=f"Every seed draws one {domain} image, deterministically (for a folder of "
              "images: the index of a training image)"))
+    ui.set_url(seed=seed)
     sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
     result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
     analysis = ui.call(api.analysis_for_sample, model_id, seed, what="analyse the sample")
     image, label = sample["image"], sample["label"]
 else:
+    ui.set_url(seed=None)
     fit = options.selectbox(
         "If the image is not the model's size", ["pad", "resize", "none"], key="explore_fit",
         help="pad: centre it (padding or cropping); resize: nearest-neighbour; none: refuse")
@@ -58,6 +61,7 @@ all_channels = list(range(int(result.get("channels") or 10)))
 left, right = st.columns([3, 2], gap="large")
 with right:
     ui.show_sequence(result.get("tokens", result["sequence"]), result["probabilities"], label)
+    ui.show_decode_warnings(result)
     c1, c2 = st.columns(2)
     c1.metric("Active motifs", result["n_active"])
     c2.metric("Density", f"{result['density']:.2e}")

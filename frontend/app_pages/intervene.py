@@ -13,8 +13,10 @@ model_id = ui.current_model()
 mapping = ui.assignment(model_id)
 
 controls, picture = st.columns([2, 3], gap="large")
+ui.seed_from_url("intervene_seed")
 seed = int(controls.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                                  key="intervene_seed"))
+ui.set_url(seed=seed)
 sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
 original = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
 height, width = int(original["height"]), int(original["width"])

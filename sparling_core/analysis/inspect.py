@@ -122,12 +122,61 @@ def _tokens(model: SparlingModel, ids: Sequence[int]) -> list[str]:
     return model_domain(model).tokens(ids)
 
 
+def decode_warnings(n_active: int, tokens: Sequence[str], empty_tokens: Sequence[str],
+                    ink_fraction: float, ink_range: tuple[float, float, float] | None
+                    ) -> list[str]:
+    """Why a decode may not be supported by the motifs it was read from: an empty or
+    nearly empty map, more output tokens than active motifs, an answer equal to what the
+    decoder says for an empty map, or an input whose ink fraction is far from the training
+    images'."""
+    warnings = []
+    if n_active == 0:
+        warnings.append("No motif is active: the decoded answer is the decoder's guess for an "
+                        "empty map, not a reading of this image.")
+    elif n_active < len(tokens):
+        warnings.append(f"The decoder emitted {len(tokens)} tokens from {n_active} active "
+                        f"motif{'s' if n_active != 1 else ''}: at least "
+                        f"{len(tokens) - n_active} token(s) are not backed by a motif.")
+    if n_active and list(tokens) == list(empty_tokens):
+        warnings.append("The answer equals the decoder's answer for an empty map.")
+    if ink_range is not None:
+        low, mean, high = ink_range
+        if ink_fraction > 0.5 and mean < 0.5:
+            warnings.append(f"{ink_fraction:.0%} of the pixels are ink (training images: "
+                            f"{low:.0%}-{high:.0%}): is the image inverted? Ink must be "
+                            "bright (1) on a dark (0) background.")
+        elif not 0.5 * low <= ink_fraction <= 1.5 * high:
+            warnings.append(f"{ink_fraction:.1%} of the pixels are ink, far from the "
+                            f"training images' {low:.1%}-{high:.1%}: the motifs may not mean "
+                            "what they mean on training data.")
+    return warnings
+
+
 def _result(model: SparlingModel, motif_map: torch.Tensor, active: torch.Tensor,
-            sequence: list[int], probabilities: list[float], dense: bool) -> dict:
+            sequence: list[int], probabilities: list[float], dense: bool,
+            image: torch.Tensor | None = None, empty: tuple[list[int], list[float]] | None = None
+            ) -> dict:
     c, h, w = motif_map.shape
     n_active = int(active.sum())
+    domain = model_domain(model)
+    tokens = _tokens(model, sequence)
+    extra = {}
+    if image is not None and empty is not None:
+        ink = float(image.float().mean())
+        empty_tokens = domain.tokens(empty[0])
+        try:
+            ink_range = domain.ink_fraction_range()
+        except Exception:  # noqa: BLE001 - a domain without readable training images
+            ink_range = None
+        extra = {
+            "ink_fraction": ink,
+            "empty_map": {"sequence": empty[0], "tokens": empty_tokens,
+                          "probabilities": empty[1]},
+            "warnings": decode_warnings(n_active, tokens, empty_tokens, ink, ink_range),
+        }
     return {
-        "tokens": _tokens(model, sequence),
+        **extra,
+        "tokens": tokens,
         "height": h,
         "width": w,
         "channels": c,
@@ -147,10 +196,13 @@ def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
     nested lists when `dense`."""
     _check_eval(model)
     with torch.inference_mode():
-        decoded = model.generate(_to_tensor(model, images))
+        batch = _to_tensor(model, images)
+        decoded = model.generate(batch)
         active = model.bottleneck.active(decoded.motifs)
+        empty_seq, empty_prob = model.decode_motifs(torch.zeros_like(decoded.motifs[:1]))
+        empty = (empty_seq[0], empty_prob[0])
         return [_result(model, decoded.motifs[i], active[i], decoded.sequences[i],
-                        decoded.probabilities[i], dense)
+                        decoded.probabilities[i], dense, batch[i], empty)
                 for i in range(decoded.motifs.shape[0])]
 
 

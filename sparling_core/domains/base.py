@@ -122,6 +122,18 @@ class Domain:
     def _symbol_index(self) -> dict[str, int]:
         return {s: i for i, s in enumerate(self.symbols)}
 
+    def ink_fraction_range(self, n: int = 200) -> tuple[float, float, float]:
+        """(low, mean, high) of the ink fraction over the first n training images: the
+        range of inputs the models of this domain were trained on (cached)."""
+        cached = getattr(self, "_ink_range", None)
+        if cached is None:
+            seeds = self.split_range("train")
+            values = np.array([float(np.mean(self.sample(seeds[i], "train").image))
+                               for i in range(min(n, len(seeds)))])
+            cached = (float(values.min()), float(values.mean()), float(values.max()))
+            self._ink_range = cached
+        return cached
+
     def samples(self, seeds: Sequence[int], split: str = "train") -> list[Sample]:
         return [self.sample(int(s), split) for s in seeds]
 
