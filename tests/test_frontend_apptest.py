@@ -82,7 +82,8 @@ class FakeClient:
         confusion[5, 4] = 7
         return {"id": model_id, "config": {}, "train": {}, "samples_seen": 24, "density": 0.01,
                 "metrics": {"fpe": 1.25, "fne": 0.5, "ce": 2.0, "e2ee": 3.5, "density": 6e-5,
-                            "density_ratio": 1.34, "n": 200},
+                            "density_ratio": 1.34, "n": 200, "exact_match_accuracy": 81.0,
+                            "missed_by_symbol": [0] * 9 + [11]},
                 "domain": "digit-circle", "vocabulary": [str(d) for d in range(10)],
                 "symbols": [str(d) for d in range(10)], "assignment_kind": "one-to-one",
                 "assignment": MAPPING, "confusion": confusion.tolist()}
@@ -351,9 +352,22 @@ def test_alignment_page_shows_paper_numbers(fake):
     assert ce["Paper: Sparling MT"] == "1.16" and ce["Paper: ST ablation"] == "22.19"
     density = table.set_index("metric").loc["Density (eval mode)"]
     assert density["Paper: Sparling MT"] == "5.02e-05"
+    exact = table.set_index("metric").loc["Exact-match accuracy (%)"]
+    assert exact["This checkpoint (alpha)"] == "81.00"
     (fig,) = figures(at)
-    assert fig["data"][0]["type"] == "heatmap" and fig["data"][0]["z"][5][4] == 7
+    heat = fig["data"][0]
+    columns = list(heat["x"])
+    assert heat["type"] == "heatmap" and heat["z"][5][columns.index("ch 4")] == 7
     assert len(fig["layout"]["shapes"]) == 10  # the assignment, outlined
+    # columns follow the assignment, so the outlined cells run down the diagonal
+    assert columns[:10] == ["ch 9", "ch 0", "ch 1", "ch 2", "ch 4", "ch 3", "ch 5", "ch 6",
+                            "ch 7", "ch 8"]
+    assert columns[-1] == "missed" and heat["z"][9][-1] == 11
+    at.radio(key="alignment_scale").set_value("row").run()
+    (fig,) = figures(at)
+    row5 = fig["data"][0]["z"][5]
+    assert sum(row5) == pytest.approx(100) and fig["data"][0]["customdata"][5][
+        columns.index("ch 4")] == 7
 
 
 def test_alignment_page_without_metrics(fake, monkeypatch):

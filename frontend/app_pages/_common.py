@@ -114,14 +114,38 @@ def show_api_error(error: api.ApiError, what: str = "") -> None:
     st.button("Retry", key=f"retry-{what or 'call'}", type="primary")
 
 
-def call(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
-    """Run an API call; on failure show the error and stop this run of the page."""
+INPUT_STATUSES = (400, 413, 415, 422)  # the request was refused: the input must change
+
+
+def show_input_problem(error: api.ApiError, control: str) -> None:
+    """A refused input: say which control fixes it; no Retry (the same input would fail
+    again) and no talk of an outage."""
+    st.warning(f"**Check {control}.** {error.message}", icon=":material/edit:")
+
+
+def call(fn: Callable[..., T], *args: Any, what: str = "", control: str | None = None,
+         **kwargs: Any) -> T:
+    """Run an API call; on failure show the error and stop this run of the page. With
+    `control` (the widget that supplies the input), a 4xx refusal is shown as an input
+    warning naming that control instead of an outage."""
     try:
         return fn(*args, **kwargs)
     except api.ApiError as e:
-        show_api_error(e, what)
+        if control is not None and e.status in INPUT_STATUSES:
+            show_input_problem(e, control)
+        else:
+            show_api_error(e, what)
         st.stop()
         raise  # st.stop() raises; this keeps type checkers honest
+
+
+def download_json(label: str, payload: Any, file_name: str, key: str, container=None) -> None:
+    """A download button for `payload` as indented JSON."""
+    import json
+
+    (container or st).download_button(label, json.dumps(payload, indent=2), file_name=file_name,
+                                      mime="application/json", key=key,
+                                      icon=":material/download:")
 
 
 def models() -> list[dict]:

@@ -1,6 +1,7 @@
 """Alignment: how well the channels match the ground-truth symbols, next to the paper's
 numbers for the domain."""
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -21,7 +22,9 @@ PAPER_BY_DOMAIN = {
     },
 }
 PAPER = PAPER_BY_DOMAIN["digit-circle"]
-ROWS = [("e2ee", "E2EE: end-to-end error (%)"), ("fpe", "FPE: false-positive error (%)"),
+ROWS = [("e2ee", "E2EE: end-to-end error (%)"),
+        ("exact_match_accuracy", "Exact-match accuracy (%)"),
+        ("fpe", "FPE: false-positive error (%)"),
         ("fne", "FNE: false-negative error (%)"), ("ce", "CE: confusion error (%)"),
         ("density", "Density (eval mode)"), ("density_ratio", "Density / theoretical minimum")]
 
@@ -45,20 +48,55 @@ def metrics_table(metrics: dict | None, name: str, domain: str = "digit-circle")
             for key, label in ROWS]
 
 
+def channel_order(n_channels: int, mapping: dict[int, int]) -> list[int]:
+    """Channels by their assigned symbol (so the assignment runs down the diagonal), then
+    the unassigned ones."""
+    return sorted(range(n_channels), key=lambda c: (c not in mapping, mapping.get(c, 0), c))
+
+
+def channel_health(confusion: list[list[int]]) -> dict[int, str]:
+    """Channels that land in no box ("dead") or in under 1% of the boxes an average channel
+    lands in ("weak")."""
+    totals = np.asarray(confusion).sum(axis=0) if confusion else np.zeros(0)
+    mean = totals.mean() if totals.size else 0
+    return {int(c): ("dead" if t == 0 else "weak") for c, t in enumerate(totals)
+            if t == 0 or t < 0.01 * mean}
+
+
 def confusion_figure(confusion: list[list[int]], mapping: dict[int, int],
-                     symbols: list[str] | None = None) -> go.Figure:
-    """Rows: true symbol; columns: channel. The assigned cells are outlined (several per
-    row when the assignment is many-to-one). `mapping`: channel -> symbol row index."""
-    n_digits, n_channels = len(confusion), len(confusion[0]) if confusion else 0
+                     symbols: list[str] | None = None, missed: list[int] | None = None,
+                     scale: str = "counts") -> go.Figure:
+    """Rows: true symbol; columns: channels ordered so the assignment is the diagonal, then
+    a "missed" column when known. Assigned cells are outlined (several per row when the
+    assignment is many-to-one). `mapping`: channel -> symbol row index. `scale`: counts,
+    log (log10(1 + count)) or row (each row as percent of its symbol's boxes)."""
+    table = np.asarray(confusion, dtype=float)
+    n_digits, n_channels = table.shape if table.size else (0, 0)
     symbols = symbols or [str(d) for d in range(n_digits)]
+    order = channel_order(n_channels, mapping)
+    health = channel_health(confusion)
+    columns = [table[:, c] for c in order]
+    names = [f"ch {c}" + (f" ({health[c]})" if c in health else "") for c in order]
+    if missed is not None and len(missed) == n_digits:
+        columns.append(np.asarray(missed, dtype=float))
+        names.append("missed")
+    counts = np.stack(columns, axis=1) if columns else table
+    if scale == "row":
+        z = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        bar = "% of the row"
+    elif scale == "log":
+        z, bar = np.log10(1 + counts), "log10(1 + boxes)"
+    else:
+        z, bar = counts, "boxes"
     fig = go.Figure(go.Heatmap(
-        z=confusion, x=[f"ch {c}" for c in range(n_channels)],
-        y=[f"{symbols[d]} " for d in range(n_digits)], colorscale="Blues",
-        text=confusion, texttemplate="%{text}", colorbar={"title": {"text": "boxes"}},
-        hovertemplate="%{y}, %{x}: %{z} boxes<extra></extra>"))
-    for c, d in mapping.items():
-        if d < n_digits and c < n_channels:
-            fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=d - 0.5, y1=d + 0.5,
+        z=z, x=names, y=[f"{symbols[d]} " for d in range(n_digits)], colorscale="Blues",
+        customdata=counts.astype(int), text=counts.astype(int), texttemplate="%{text}",
+        colorbar={"title": {"text": bar}},
+        hovertemplate="%{y}, %{x}: %{customdata} boxes<extra></extra>"))
+    for x, c in enumerate(order):
+        d = mapping.get(c)
+        if d is not None and d < n_digits:
+            fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=d - 0.5, y1=d + 0.5,
                           line={"color": "#e66101", "width": 3})
     fig.update_yaxes(autorange="reversed", title_text="true symbol", type="category")
     fig.update_xaxes(title_text="predicted channel (argmax in the motif's box)", side="top")
@@ -103,16 +141,34 @@ with left:
     st.subheader("Confusion table")
     confusion = detail.get("confusion")
     if confusion:
-        st.plotly_chart(confusion_figure(confusion, mapping, symbols), key="confusion")
+        scale = st.radio("Scale", ["counts", "log", "row"], horizontal=True,
+                         key="alignment_scale", format_func={
+                             "counts": "Counts", "log": "Log", "row": "% of each row"}.get,
+                         help="Log and row-normalised scales show the small off-diagonal "
+                              "counts that a count scale hides")
+        missed = (metrics or {}).get("missed_by_symbol")
+        st.plotly_chart(confusion_figure(confusion, mapping, symbols, missed, scale),
+                        key="confusion")
         rule = ("each channel's majority symbol (many-to-one)" if many
                 else "the one-to-one channel-to-symbol assignment")
-        st.caption("Counts of ground-truth motif boxes (rows) by the channel that fired "
-                   f"strongest inside them (columns). Orange outlines: {rule}; everything "
-                   "off it counts as confusion.")
+        st.caption("Ground-truth motif boxes (rows) by the channel that fired strongest "
+                   "inside them (columns, ordered so the assignment runs down the "
+                   f"diagonal). Orange outlines: {rule}; everything off it counts as "
+                   "confusion. " + ("The last column counts the boxes nothing fired in."
+                                    if missed else "This evaluation predates per-symbol "
+                                    "miss counts: re-run `sparling evaluate` for the "
+                                    "missed column."))
     else:
         st.caption("No confusion table: the checkpoint has no evaluation.")
 with right:
-    if named:
+    if named or confusion:
         st.subheader("Channel → symbol")
-        st.dataframe([{"channel": c, "symbol": d} for c, d in sorted(named.items())],
+        health = channel_health(confusion) if confusion else {}
+        n_channels = len(confusion[0]) if confusion else 0
+        rows = sorted(set(named) | set(range(n_channels)))
+        st.dataframe([{"channel": c, "symbol": named.get(c, "—"),
+                       "flag": health.get(c, "")} for c in rows],
                      hide_index=True, width="stretch")
+        if health:
+            st.caption("dead: never the strongest channel in a box; weak: in under 1% of "
+                       "the boxes an average channel takes.")

@@ -1,8 +1,12 @@
 """Channels: one motif channel at a time: the symbol it aligns with, how often it fires,
 the distribution of its values and the image patches where it fires hardest."""
 
+import io
+import zipfile
+
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
 from frontend import api_client as api
 from frontend.app_pages import _common as ui
@@ -76,3 +80,27 @@ with right:
     if crops:
         st.caption("Patches of validation images around where this channel fired hardest "
                    "(red pixel), strongest first. Ink is dark.")
+
+
+def crops_zip(channel: int, crops: list[dict]) -> bytes:
+    """The crops as PNG files (ink dark, the firing pixel red) plus their positions."""
+    import json
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for rank, crop in enumerate(crops):
+            origin = crop.get("crop_origin")
+            mark = (crop["row"] - origin[0], crop["col"] - origin[1]) if origin else None
+            png = io.BytesIO()
+            Image.fromarray(ui.crop_image(crop["crop"], mark)).save(png, format="PNG")
+            archive.writestr(f"channel{channel}-{rank:02d}-seed{crop['seed']}.png",
+                             png.getvalue())
+        archive.writestr("crops.json", json.dumps(crops, indent=2))
+    return buffer.getvalue()
+
+
+if crops:
+    st.download_button("Crops (zip of PNGs + JSON)", crops_zip(channel, crops),
+                       file_name=f"{model_id}-channel{channel}-crops.zip",
+                       mime="application/zip", key="channel_export_crops",
+                       icon=":material/download:")

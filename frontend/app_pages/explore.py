@@ -26,7 +26,8 @@ if source.startswith("A sample"):
         help=f"Every seed draws one {domain} image, deterministically (for a folder of "
              "images: the index of a training image)"))
     ui.set_url(seed=seed)
-    sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
+    sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}",
+                     control="the Seed")
     result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
     analysis = ui.call(api.analysis_for_sample, model_id, seed, what="analyse the sample")
     image, label = sample["image"], sample["label"]
@@ -44,7 +45,9 @@ else:
     data = upload.getvalue()
     result = ui.call(api.activations_for_upload, model_id, upload.name, data,
                      upload.type or "application/octet-stream", fit,
-                     what=f"run the model on {upload.name}")
+                     what=f"run the model on {upload.name}",
+                     control="the uploaded file and the 'If the image is not the model's "
+                             "size' choice")
     image = result.get("image")  # the backend may echo the image it saw
     if image is None:
         preview = ui.decode_upload(upload.name, data)
@@ -121,3 +124,14 @@ with st.expander("Channel-to-symbol assignment", expanded=bool(analysis)):
     else:
         st.caption("This checkpoint has no evaluation yet, so channels are not assigned to "
                    "symbols (run `sparling evaluate`).")
+
+with st.expander("Export"):
+    name = f"{model_id}-seed{seed}" if source.startswith("A sample") else f"{model_id}-upload"
+    c1, c2 = st.columns(2)
+    ui.download_json("Activations (JSON)", result, f"{name}-activations.json",
+                     "explore_export_activations", c1)
+    if analysis:
+        ui.download_json("Analysis (JSON)", analysis, f"{name}-analysis.json",
+                         "explore_export_analysis", c2)
+    st.caption("The figure: use the camera icon of the plot's toolbar to save it as PNG.")
+

@@ -17,7 +17,8 @@ ui.seed_from_url("intervene_seed")
 seed = int(controls.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                                  key="intervene_seed"))
 ui.set_url(seed=seed)
-sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
+sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}",
+                 control="the Seed")
 original = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
 height, width = int(original["height"]), int(original["width"])
 n_channels = int(original.get("channels") or 10)
@@ -93,3 +94,8 @@ else:
                f"{ui.sequence_text(before.get('tokens', before['sequence']))} → "
                f"{ui.sequence_text(after.get('tokens', after['sequence']))}")
 st.caption(f"Ground truth of seed {seed}: {ui.sequence_text(sample['label'])}")
+if remove or added:
+    ui.download_json("Export the intervention (JSON)",
+                     {"model": model_id, "seed": seed, "remove": removed, "add": added,
+                      **result}, f"{model_id}-seed{seed}-intervention.json",
+                     "intervene_export")

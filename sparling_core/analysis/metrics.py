@@ -165,7 +165,11 @@ class MotifStats:
     exact: int = 0
     sequences: int = 0
 
+    missed_by_symbol: np.ndarray = field(default=None)  # (symbols,) boxes nothing fired in
+
     def __post_init__(self):
+        if self.missed_by_symbol is None:
+            self.missed_by_symbol = np.zeros(self.digits, dtype=np.int64)
         if self.assignment not in ASSIGNMENTS:
             raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
         if self.confusion is None:
@@ -176,6 +180,7 @@ class MotifStats:
             self.total_digits += 1
             if m.channel is None:
                 self.missed += 1
+                self.missed_by_symbol[m.symbol] += 1
             else:
                 self.confusion[m.symbol, m.channel] += 1
         self.false_positives += len(alignment.false_positive_values)
@@ -210,6 +215,7 @@ class MotifStats:
             "missed": self.missed,
             "false_positive_pixels": self.false_positives,
             "confusion": self.confusion.tolist(),  # rows: true symbol, columns: channel
+            "missed_by_symbol": self.missed_by_symbol.tolist(),
             "assignment_kind": self.assignment,
             # channel -> symbol index ("channel_to_digit": the name before the Domain seam)
             "assignment": {str(c): d for c, d in sorted(assignment.items())},
