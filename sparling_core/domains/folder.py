@@ -90,10 +90,13 @@ def load_folder(folder: str | Path) -> FolderDomain:
 
 # -- image headers and pixels ------------------------------------------------------------------
 
-def _png_header(path: Path) -> tuple[tuple[int, int], str | None]:
+def _png_header(path: str) -> tuple[tuple[int, int], str | None]:
     """((H, W), problem or None) from the PNG signature and IHDR chunk (26 bytes)."""
-    with open(path, "rb") as f:
-        head = f.read(26)
+    fd = os.open(path, os.O_RDONLY)  # os-level: a third of open()'s cost, 100,000 times
+    try:
+        head = os.read(fd, 26)
+    finally:
+        os.close(fd)
     if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return (0, 0), "is not a PNG file (no PNG signature and IHDR header)"
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
@@ -104,7 +107,7 @@ def _png_header(path: Path) -> tuple[tuple[int, int], str | None]:
     return (height, width), None
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, int], str | None]:
+def _npy_header(path: str) -> tuple[tuple[int, int], str | None]:
     """((H, W), problem or None) from the .npy header (numpy.lib.format), no data read."""
     fmt = np.lib.format
     with open(path, "rb") as f:
@@ -122,13 +125,17 @@ def _npy_header(path: Path) -> tuple[tuple[int, int], str | None]:
     return (int(shape[0]), int(shape[1])), None
 
 
-def _header(path: Path) -> tuple[tuple[int, int], str | None]:
-    return (_npy_header if path.suffix.lower() == ".npy" else _png_header)(path)
+def _is_npy(path: str) -> bool:
+    return path[-4:].lower() == ".npy"
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _header(path: str) -> tuple[tuple[int, int], str | None]:
+    return (_npy_header if _is_npy(path) else _png_header)(path)
+
+
+def _read_image(path: str) -> np.ndarray:
     """Decode an image: (H, W) float32 ink values in [0, 1]."""
-    if path.suffix.lower() == ".npy":
+    if _is_npy(path):
         array = np.load(path, allow_pickle=False)
         if array.dtype == bool:
             return array.astype(np.float32)
@@ -168,9 +175,9 @@ def _check_line(obj, where: str) -> tuple[str, list[str], str | None, list | Non
     image, label = obj["image"], obj["label"]
     if not isinstance(image, str) or not image:
         raise FolderError(f'{where}: "image" must be a path (a non-empty string), got {image!r}')
-    if os.path.splitext(image)[1].lower() not in IMAGE_TYPES:
+    if image[-4:].lower() not in IMAGE_TYPES:
         raise FolderError(f"{where}: image {image!r} is neither .png nor .npy")
-    if not isinstance(label, list) or not all(isinstance(t, str) and t for t in label):
+    if type(label) is not list or not all(type(t) is str and t for t in label):
         raise FolderError(f'{where}: "label" must be a list of non-empty token strings, '
                           f'e.g. ["3", "1"], got {label!r}')
     if not label:
@@ -184,10 +191,11 @@ def _check_line(obj, where: str) -> tuple[str, list[str], str | None, list | Non
         if not isinstance(motifs, list):
             raise FolderError(f'{where}: "motifs" must be a list, got {type(motifs).__name__}')
         for k, m in enumerate(motifs):
-            box = m.get("box") if isinstance(m, dict) else None
-            if (not isinstance(m, dict) or not isinstance(m.get("symbol"), str)
-                    or not m["symbol"] or not isinstance(box, list) or len(box) != 4
-                    or not all(type(v) is int for v in box)):
+            box = m.get("box") if type(m) is dict else None
+            symbol = m.get("symbol") if type(m) is dict else None
+            if (type(symbol) is not str or not symbol or type(box) is not list
+                    or len(box) != 4 or type(box[0]) is not int or type(box[1]) is not int
+                    or type(box[2]) is not int or type(box[3]) is not int):
                 raise FolderError(
                     f'{where}: motif {k} must be {{"symbol": "a non-empty string", "box": '
                     f"[r0, c0, r1, c1] (4 integers)}}, got {json.dumps(m)}")
@@ -208,6 +216,7 @@ class FolderDomain(Domain):
         self.folder = Path(folder).expanduser().resolve()
         self.name = f"{PREFIX}:{self.folder}"
         self.labels_path = self.folder / LABELS_FILE
+        self._root = str(self.folder)
         self._index(None if vocabulary is None else tuple(vocabulary))
 
     # -- indexing ------------------------------------------------------------------------------
@@ -227,13 +236,14 @@ class FolderDomain(Domain):
         motifs_from: tuple[bool, int] | None = None  # (has "motifs", line) of the first line
         split_code = {s: i for i, s in enumerate(SPLITS)}
         stat = labels.stat()
+        labels_str = str(labels)
         offset = 0
         with open(labels, "rb") as f:
             for lineno, raw in enumerate(f, 1):
                 start, offset = offset, offset + len(raw)
                 if not raw.strip():
                     continue
-                where = _where(labels, lineno)
+                where = f"{labels_str} line {lineno}"
                 try:
                     obj = json.loads(raw)
                 except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
@@ -301,7 +311,7 @@ class FolderDomain(Domain):
         self.motif_channels = len(self.symbols)
 
     def _image_shape(self, image: str, where: str) -> tuple[int, int]:
-        path = self.folder / image
+        path = os.path.join(self._root, image)
         try:
             shape, problem = _header(path)
         except FileNotFoundError:
@@ -344,7 +354,7 @@ class FolderDomain(Domain):
             raise FolderError(f"{where}: cannot be read ({e})") from None
         image = obj["image"]
         try:
-            pixels = _read_image(self.folder / image)
+            pixels = _read_image(os.path.join(self._root, image))
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError on bad data
             raise FolderError(f"{where}: image {image} cannot be read ({e})") from None
         if pixels.shape != tuple(self.image_shape):
