@@ -1,4 +1,4 @@
-"""The `sparling` command: train, evaluate, sample, serve.
+"""The `sparling` command: train, evaluate, sample, export, serve.
 
 Every command exits non-zero with a one-line message on bad arguments or missing files.
 """
@@ -43,13 +43,17 @@ def train(
         help="small (the shipped architecture; the default without a config) | tiny")] = None,
     domain: Annotated[str | None, typer.Option(
         help="registered domain to train on (default: the config's, else digit-circle)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data", help="train on your own data: a folder with labels.jsonl "
+        "(docs/own-data.md)")] = None,
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
-    """Train a model on a domain (config file and/or flags; flags win)."""
-    from .domains import get_domain
+    """Train a model on a domain or a data folder (config file and/or flags; flags win)."""
+    from .domains import FolderError, get_domain, load_folder
+    from .domains.folder import folder_of
     from .models.sparling import digit_circle_small, digit_circle_tiny
     from .training.loop import TrainConfig
 
@@ -64,13 +68,29 @@ def train(
             _fail(f"config file {config} is not valid JSON: {e}")
         if not isinstance(data, dict):
             _fail(f"config file {config} must hold a JSON object")
+    if not isinstance(data.get("model", {}), dict):
+        _fail(f"config file {config}: \"model\" must be a JSON object")
     model = dict(data.get("model", {}))
+    if data_dir is not None and domain is not None:
+        _fail("give --data or --domain, not both")
+    data_dir = data_dir or folder_of(domain or model.get("domain"))
+    user_decoder = "decoder" in model
+    if data_dir is not None:
+        try:  # index and validate every line now, before any training
+            folder = load_folder(data_dir)
+            folder.require_split("train", "training")
+            folder.require_split("val", "validation during training")
+        except FolderError as e:
+            _fail(str(e))
+        domain = folder.name
     if model_size == "tiny":
         model = {**digit_circle_tiny().to_dict(), **model}
     elif model_size == "small" or (model_size is None and not model):
         model = {**digit_circle_small().to_dict(), **model}
     elif model_size is not None:
         _fail(f"--model-size must be small or tiny, got {model_size!r}")
+    if data_dir is not None and not user_decoder:  # the generic decoder for a data folder
+        model["decoder"] = "points"
     if sparsity is not None:
         model["sparsity"] = sparsity
     if domain is not None:
@@ -94,38 +114,81 @@ def train(
         cfg = TrainConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         _fail(f"invalid training config: {e}")
-    from .checkpoint import CheckpointError
     from .training.loop import train as run
 
+    if resume:
+        _check_resumable(Path(cfg.out), cfg.model.to_dict())
     try:
-        folder = run(cfg, resume=resume, progress=progress)
-    except CheckpointError as e:
+        written = run(cfg, resume=resume, progress=progress)
+    except ValueError as e:  # CheckpointError, FolderError, a config that misfits the domain
         _fail(str(e))
-    typer.echo(f"checkpoint: {folder}")
+    typer.echo(f"checkpoint: {written}")
+
+
+# what a resumed run must share with the saved one (the weights' shapes and the tokens)
+_RESUME_KEYS = ("domain", "vocabulary", "vocab_size", "image_size", "max_digits", "decoder",
+                "motif_channels", "motif_width", "motif_layers", "d_model")
+
+
+def _check_resumable(out: Path, model: dict) -> None:
+    """--resume: the saved checkpoint's model must match the one this command builds."""
+    from .checkpoint import CONFIG_FILE
+
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return  # nothing saved yet: the trainer starts from scratch
+    try:
+        saved = json.loads(path.read_text()).get("model", {})
+    except (json.JSONDecodeError, AttributeError):
+        _fail(f"{path} is not a valid checkpoint config; cannot resume")
+    wrong = [f"{k} {saved.get(k)!r} -> {model.get(k)!r}" for k in _RESUME_KEYS
+             if k in saved and saved.get(k) != model.get(k)]
+    if wrong:
+        _fail(f"cannot resume {out}: this command builds a different model ("
+              + "; ".join(wrong) + "); repeat the original command with --resume")
 
 
 @app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder")],
-    n: Annotated[int, typer.Option("--n", min=1, help="number of test images")] = 10_000,
-    first_seed: Annotated[int | None, typer.Option(min=0, help="default: the test range")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="number of test images "
+                 "(default: 10,000; a data folder: all of its split)")] = None,
+    first_seed: Annotated[int | None, typer.Option(
+        min=0, help="default: the split's first (a data folder: index 0)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the report here "
                          "(default: update CHECKPOINT/metrics.json)")] = None,
     split: Annotated[str, typer.Option(help="train | val | test")] = "test",
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data", help="evaluate on a data folder (labels.jsonl; default: the checkpoint's "
+        "own folder, if it was trained on one)")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 100,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Motif metrics (FPE, FNE, CE, E2EE in percent) and density on N test images."""
     from .analysis.evaluate import evaluate as run
     from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
-    from .domains import digit_circle as dc
+    from .domains import SPLITS, FolderDomain, FolderError, get_domain
+    from .domains.folder import folder_of
 
+    if split not in SPLITS:
+        _fail(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     try:
         ckpt = load_checkpoint(checkpoint)
     except CheckpointError as e:
         _fail(str(e))
-    seed = dc.TEST_SEEDS_START if first_seed is None else first_seed
-    report = run(ckpt.model, n=n, first_seed=seed, batch_size=batch_size, progress=progress)
+    data_dir = data_dir or folder_of(ckpt.config.domain)
+    try:
+        if data_dir is None:
+            domain = get_domain(ckpt.config.domain)
+            n = n or min(10_000, len(domain.split_range(split)))
+        else:
+            domain = _folder_for(ckpt, data_dir, FolderDomain)
+            domain.require_split(split, "evaluation")
+            n = n or len(domain.split_range(split))
+        report = run(ckpt.model, n=n, first_seed=first_seed, batch_size=batch_size,
+                     progress=progress, domain=domain, split=split)
+    except (FolderError, ValueError, IndexError) as e:
+        _fail(str(e))
     report["checkpoint"] = ckpt.name
     report["samples_seen"] = ckpt.meta.get("samples_seen")
     text = json.dumps(report, indent=2) + "\n"
@@ -139,6 +202,30 @@ def evaluate(
         f"{ckpt.name} ({report['domain']}): n={report['n']} E2EE={pct('e2ee')} "
         f"FPE={pct('fpe')} FNE={pct('fne')} CE={pct('ce')} density={report['density']:.3g}"
         + (f" ({ratio:.2f}x min)" if ratio is not None else "") + f" -> {target}")
+
+
+def _folder_for(ckpt, data_dir: Path, folder_domain):
+    """The data folder as the checkpoint's model reads it: its tokens by the model's ids
+    (the checkpoint's saved vocabulary, else its domain's), its images the model's size."""
+    from .domains import get_domain
+
+    config = ckpt.config
+    tokens = config.vocabulary
+    if tokens is None:
+        try:
+            tokens = get_domain(config.domain).vocabulary
+        except ValueError as e:
+            raise ValueError(f"{ckpt.path} does not save its vocabulary and its domain cannot "
+                             f"be loaded ({e})") from None
+    if len(tokens) != config.vocab_size:
+        raise ValueError(f"{ckpt.path}: {len(tokens)} tokens but vocab_size "
+                         f"{config.vocab_size}")
+    folder = folder_domain(data_dir, vocabulary=tokens)
+    if tuple(folder.image_shape) != config.image_shape:
+        h, w = folder.image_shape
+        raise ValueError(f"{folder.folder}: images are {h}x{w} but the model reads "
+                         f"{config.image_shape[0]}x{config.image_shape[1]}")
+    return folder
 
 
 @app.command()
@@ -167,6 +254,35 @@ def sample(
     payload = {"domain": chosen.name, **s.to_dict()}
     (out / f"{seed}.json").write_text(json.dumps(payload, indent=2) + "\n")
     typer.echo(f"{out / f'{seed}.png'}: label {' '.join(s.label)}")
+
+
+@app.command()
+def export(
+    domain: Annotated[str, typer.Option(help="registered domain (or folder:/path)")],
+    n: Annotated[int, typer.Option("--n", min=1, help="number of images")],
+    out: Annotated[Path, typer.Option(help="data folder to write (must be absent or empty)")],
+    first_seed: Annotated[int | None, typer.Option(
+        min=0, help="default: the split's first seed")] = None,
+    split: Annotated[str, typer.Option(help="the domain's split to draw seeds from")] = "train",
+    mark_split: Annotated[bool, typer.Option(
+        help='write "split": SPLIT on every line (default: leave it out, so the folder\'s '
+        "seeded 90/5/5 split applies)")] = False,
+    force: Annotated[bool, typer.Option(help="replace a non-empty OUT")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Write N samples of a domain as a data folder (images/SEED.png + labels.jsonl)."""
+    from .domains import SPLITS, get_domain
+    from .domains.folder import LABELS_FILE, export_domain
+
+    if split not in SPLITS:
+        _fail(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    try:
+        chosen = get_domain(domain)
+        written = export_domain(chosen, out, n, first_seed=first_seed, split=split,
+                                force=force, mark_split=mark_split, progress=progress)
+    except (ValueError, IndexError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"{written / LABELS_FILE}: {n} images of {chosen.name} ({split})")
 
 
 @app.command()

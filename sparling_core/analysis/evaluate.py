@@ -53,7 +53,8 @@ def evaluate(model: SparlingModel, n: int = 10_000, first_seed: int | None = Non
     was_training = model.training
     model.eval()
     c = model.config.motif_channels
-    stats = MotifStats(digits=len(domain.symbols), channels=c, assignment=domain.assignment)
+    stats = MotifStats(digits=len(domain.symbols), channels=c,
+                       assignment=domain.assignment_for(c))
     bar = tqdm(total=n, desc="evaluate", disable=not progress, unit="img")
     try:
         for samples, images, labels in _batches(domain, seeds, batch_size, split):

@@ -282,7 +282,7 @@ def analyze(model: SparlingModel, image: np.ndarray, motifs: Sequence,
         for m in alignment.matches:
             if m.channel is not None:
                 confusion[m.symbol, m.channel] += 1
-        assignment = channel_assignment(confusion, domain.assignment)
+        assignment = channel_assignment(confusion, domain.assignment_for(c))
     found = []
     for m, (_, box) in zip(alignment.matches, pairs, strict=True):
         if m.channel is None:
@@ -450,7 +450,7 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                     v = batch.maps[:, ch][batch.active[:, ch]].float().numpy()
                     hist[ch] += np.histogram(v, bins, ranges[ch])[0]
     assignment = (dict(assignment) if assignment is not None
-                  else channel_assignment(confusion, domain.assignment))
+                  else channel_assignment(confusion, domain.assignment_for(c)))
     images: dict[int, np.ndarray] = {}
     summaries = []
     for ch in range(c):

@@ -1,5 +1,6 @@
 """Domains: datasets with ground-truth motifs, behind one interface (`base.Domain`) and a
-registry (`get_domain(name)`). Importing this package registers the built-in domains."""
+registry (`get_domain(name)`). Importing this package registers the built-in domains and the
+"folder:/path" prefix (your own data, `folder.FolderDomain`)."""
 
 from .base import (
     DEFAULT_DOMAIN,
@@ -11,18 +12,24 @@ from .base import (
     get_domain,
     register,
     register_factory,
+    register_prefix,
 )
 from .digit_circle import DigitCircle
+from .folder import FolderDomain, FolderError, load_folder
 
 __all__ = [
     "DEFAULT_DOMAIN",
     "SPLITS",
     "DigitCircle",
     "Domain",
+    "FolderDomain",
+    "FolderError",
     "Motif",
     "Sample",
     "domain_names",
     "get_domain",
+    "load_folder",
     "register",
     "register_factory",
+    "register_prefix",
 ]

@@ -8,7 +8,10 @@ explorer) works through this interface and resolves a domain by name from the re
 
 To add a domain: subclass `Domain`, fill in the class attributes and `sample`, and call
 `register(MyDomain())` (or `register_factory` for one built lazily) in the module that
-defines it; import that module from `sparling_core/domains/__init__.py`.
+defines it; import that module from `sparling_core/domains/__init__.py`. Domains built from
+an argument (a folder of your own data) register a prefix instead: `get_domain("folder:/data")`
+calls the factory of `register_prefix("folder", ...)` with "/data" once and caches the domain
+under its name.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "domain_names",
     "register",
     "register_factory",
+    "register_prefix",
     "DEFAULT_DOMAIN",
 ]
 
@@ -97,6 +101,10 @@ class Domain:
     def check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+    def assignment_for(self, channels: int) -> Assignment:
+        """How CE maps a model's `channels` to this domain's symbols (default: `assignment`)."""
+        return self.assignment
 
     def token_ids(self, label: Sequence[str]) -> list[int]:
         index = self._token_index
@@ -184,6 +192,7 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 _REGISTRY: dict[str, Domain] = {}
 _FACTORIES: dict[str, Callable[[], Domain]] = {}
+_PREFIXES: dict[str, Callable[[str], Domain]] = {}
 
 
 def register(domain: Domain) -> Domain:
@@ -199,16 +208,26 @@ def register_factory(name: str, factory: Callable[[], Domain]) -> None:
     _FACTORIES[name] = factory
 
 
+def register_prefix(prefix: str, factory: Callable[[str], Domain]) -> None:
+    """Resolve names "PREFIX:ARG" by `factory(ARG)`, a domain whose `name` is the canonical
+    "PREFIX:ARG" (e.g. an absolute path); built on first use and cached under that name."""
+    _PREFIXES[prefix] = factory
+
+
 def domain_names() -> list[str]:
     return sorted(set(_REGISTRY) | set(_FACTORIES))
 
 
 def get_domain(name: str | None) -> Domain:
-    """The registered domain `name` (None: the default, digit-circle). ValueError naming the
-    registered ones otherwise."""
+    """The registered domain `name` (None: the default, digit-circle), or the one a prefix
+    factory builds for "PREFIX:ARG". ValueError naming the registered ones otherwise."""
     name = name or DEFAULT_DOMAIN
     if name not in _REGISTRY and name in _FACTORIES:
         register(_FACTORIES[name]())
+    prefix, _, arg = name.partition(":")
+    if name not in _REGISTRY and arg and prefix in _PREFIXES:
+        return register(_PREFIXES[prefix](arg))  # ValueError from the factory propagates
     if name not in _REGISTRY:
-        raise ValueError(f"unknown domain {name!r}; registered: {', '.join(domain_names())}")
+        raise ValueError(f"unknown domain {name!r}; registered: {', '.join(domain_names())}"
+                         + "".join(f", {p}:..." for p in sorted(_PREFIXES)))
     return _REGISTRY[name]

@@ -77,6 +77,9 @@ class ModelConfig:
     # each channel's strongest activation. No motif positions are used; it gives the motif
     # model a direct signal that shortens the dense start of training.
     presence_weight: float = 1.0
+    # The output tokens by id (vocab_size of them), saved so that a checkpoint knows its
+    # tokens without its domain (a folder of your own data); None: the domain's vocabulary.
+    vocabulary: list[str] | None = None
 
     def __post_init__(self):
         if self.sparsity not in SPARSITY_KINDS:
@@ -105,6 +108,13 @@ class ModelConfig:
                 or not 0 <= self.min_length <= self.max_digits):
             raise ValueError("vocab_size and max_digits must be >= 1, min_length in "
                              "0..max_digits")
+        if self.vocabulary is not None:
+            self.vocabulary = list(self.vocabulary)
+            if (len(self.vocabulary) != self.vocab_size
+                    or len(set(self.vocabulary)) != len(self.vocabulary)
+                    or not all(isinstance(t, str) and t for t in self.vocabulary)):
+                raise ValueError(f"vocabulary must be {self.vocab_size} (vocab_size) distinct "
+                                 "non-empty strings")
 
     @property
     def image_shape(self) -> tuple[int, int]:
