@@ -465,3 +465,53 @@ def test_resume_refuses_a_changed_folder(trained, tmp_path):
     result = runner.invoke(app, args + ["--max-samples", "64", "--resume"])
     assert result.exit_code == 2, result.output
     assert "cannot resume" in result.output and "vocabulary" in result.output
+
+
+def test_round_trip_serve_and_explore(trained, monkeypatch):
+    """The folder checkpoint served like any other, its images browsed by index through
+    the REST API and looked at in the explorer's page logic."""
+    import shutil
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import streamlit as st
+    from fastapi.testclient import TestClient
+    from streamlit.testing.v1 import AppTest
+
+    from backend.main import create_app
+    from backend.settings import Settings
+    from frontend import api_client as api
+
+    served = trained["root"] / "served"
+    shutil.copytree(trained["checkpoint"], served / "mine", dirs_exist_ok=True)
+    with TestClient(create_app(Settings(checkpoints=served, channel_summary_n=4))) as client:
+        listed = client.get("/v1/models").json()["models"]
+        domain_id = f"folder:{trained['data'].name}"
+        assert listed[0]["domain"] == domain_id  # the folder's name, not its server path
+        names = [d["name"] for d in client.get("/v1/domains").json()["domains"]]
+        assert domain_id in names and not any(str(trained["root"]) in n for n in names)
+        expected = get_domain(f"folder:{trained['data'].resolve()}").sample(2, "test")
+        by_model = client.get("/v1/models/mine/samples/2?split=test").json()
+        assert by_model["label"] == expected.label and by_model["split"] == "test"
+        assert client.get(f"/v1/domains/{domain_id}/samples/2?split=test").json() == by_model
+        assert client.get("/v1/models/mine/samples/100000?split=test").status_code == 404
+        analysis = client.post("/v1/models/mine/analysis",
+                               json={"seed": 2, "split": "test"}).json()
+        assert [m["symbol"] for m in analysis["motifs"]] == [m.symbol for m in expected.motifs]
+
+        rest = api.SparlingClient("http://testserver")
+        rest._session = client
+        monkeypatch.setattr(api, "get_client", lambda: rest)
+        st.cache_data.clear()
+        try:
+            at = AppTest.from_file(str(root / "frontend" / "streamlit_app.py"),
+                                   default_timeout=120)
+            at.run()
+            assert not at.exception, [e.message for e in at.exception]
+            assert at.sidebar.selectbox(key="model_id").value == "mine"
+            assert any(domain_id in str(r.value) for r in at.radio)
+            assert "motifs:" in "\n".join(e.value for e in at.markdown)
+        finally:
+            st.cache_data.clear()

@@ -64,7 +64,7 @@ def model_detail(loaded: ModelDep) -> ModelDetail:
         domain=loaded.domain_id,
         vocabulary=list(loaded.domain.vocabulary),
         symbols=list(symbols),
-        assignment_kind=loaded.domain.assignment,
+        assignment_kind=loaded.domain.assignment_for(loaded.checkpoint.config.motif_channels),
         assignment=None if assignment is None else {
             str(c): symbols[d] for c, d in sorted(assignment.items())},
         confusion=confusion if _is_table(confusion) else None,
