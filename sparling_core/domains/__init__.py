@@ -13,12 +13,14 @@ from .base import (
     register_factory,
 )
 from .digit_circle import DigitCircle
+from .latex_ocr import LatexOCR
 
 __all__ = [
     "DEFAULT_DOMAIN",
     "SPLITS",
     "DigitCircle",
     "Domain",
+    "LatexOCR",
     "Motif",
     "Sample",
     "domain_names",
