@@ -118,14 +118,14 @@ def evaluate(
     """Motif metrics (FPE, FNE, CE, E2EE in percent) and density on N test images."""
     from .analysis.evaluate import evaluate as run
     from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
-    from .domains import digit_circle as dc
 
     try:
         ckpt = load_checkpoint(checkpoint)
     except CheckpointError as e:
         _fail(str(e))
-    seed = dc.TEST_SEEDS_START if first_seed is None else first_seed
-    report = run(ckpt.model, n=n, first_seed=seed, batch_size=batch_size, progress=progress)
+    # first_seed None: the start of the model's domain's `split`
+    report = run(ckpt.model, n=n, first_seed=first_seed, batch_size=batch_size,
+                 progress=progress, split=split)
     report["checkpoint"] = ckpt.name
     report["samples_seen"] = ckpt.meta.get("samples_seen")
     text = json.dumps(report, indent=2) + "\n"
