@@ -65,6 +65,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
@@ -211,23 +212,38 @@ class _Renderer:
 
     Uses matplotlib's internal layout (`_mathtext.Parser`, `ship`): the public
     `MathTextParser("path")` returns the same glyph list, but rasterising each glyph on its
-    own is what gives exact per-symbol boxes. matplotlib is pinned to 3.11 in pyproject;
-    the box tests fail loudly if a release changes this."""
+    own is what gives exact per-symbol boxes. The fonts are private FT2Font objects, not
+    matplotlib's shared ones: the glyphs cached here index into their font's glyph list,
+    which a `clear()` from matplotlib's own text drawing would invalidate. matplotlib is
+    pinned to 3.11 in pyproject; tests/test_latex_ocr.py compares the layout with stock
+    mathtext's and the boxes with the ink."""
 
     def __init__(self):
         import matplotlib as mpl
         from matplotlib import _mathtext
         from matplotlib.font_manager import FontProperties
-        from matplotlib.ft2font import LoadFlags
+        from matplotlib.ft2font import FT2Font, LoadFlags
+
+        class PrivateBakomaFonts(_mathtext.BakomaFonts):
+            def _get_font(self, font):
+                basename = self.fontmap.get(font, font)
+                cached = self._fonts.get(basename)
+                if cached is None and os.path.exists(basename):
+                    cached = FT2Font(basename)
+                    for key in (basename, cached.postscript_name,
+                                cached.postscript_name.lower()):
+                        self._fonts[key] = cached
+                return cached
 
         self._mpl, self._mathtext = mpl, _mathtext
         # rcParams that the layout reads: fixed, whatever the user's matplotlibrc says
         self._rc = {"mathtext.default": "normal"}  # matplotlib's default: math italic
+        self._prop = FontProperties(size=FONT_SIZE, math_fontfamily="cm")
+        # glyphs are loaded (and cached) once per (symbol, size); LoadFlags.DEFAULT is
+        # the Agg backend's default hinting
+        self._flags = LoadFlags.DEFAULT
         with mpl.rc_context(self._rc):
-            prop = FontProperties(size=FONT_SIZE, math_fontfamily="cm")
-            # glyphs are loaded (and cached) once per (symbol, size): LoadFlags.DEFAULT is
-            # the Agg backend's default hinting
-            self._fonts = _mathtext.BakomaFonts(prop, LoadFlags.DEFAULT)
+            self._fonts = PrivateBakomaFonts(self._prop, self._flags)
         self._parser = _mathtext.Parser()
         self._lock = threading.Lock()  # the parser and the fonts' glyph cache are stateful
 
@@ -241,8 +257,14 @@ class _Renderer:
     def layout(self, label: Sequence[str], via: str = "tree"):
         """The label's mathtext box. via "tree": built by calling the parser's own
         actions in the order its grammar would (no pyparsing; ~10x faster); "string":
-        `Parser.parse(mathtext_source(label))`. Both give the same layout (tested)."""
+        `Parser.parse(mathtext_source(label))` with these fonts; "stock": the same with a
+        fresh parser and matplotlib's own BakomaFonts, as `MathTextParser("agg")` lays it
+        out. All three give the same layout (tested)."""
         with self._lock, self._fixed_rc():
+            if via == "stock":
+                fonts = self._mathtext.BakomaFonts(self._prop, self._flags)
+                return self._mathtext.Parser().parse(mathtext_source(label), fonts,
+                                                     FONT_SIZE, DPI)
             if via == "string":
                 return self._parser.parse(mathtext_source(label), self._fonts, FONT_SIZE, DPI)
             return self._build(label)
@@ -395,6 +417,10 @@ def _check_glyph(symbol: str, info) -> None:
 @lru_cache(maxsize=1)
 def _renderer() -> _Renderer:
     return _Renderer()
+
+
+if hasattr(os, "register_at_fork"):  # FT2Font objects must not cross a fork (matplotlib)
+    os.register_at_fork(after_in_child=_renderer.cache_clear)
 
 
 def render(label: Sequence[str], via: str = "tree") -> tuple[np.ndarray, list[Motif]]:
