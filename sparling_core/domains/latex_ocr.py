@@ -425,7 +425,7 @@ if hasattr(os, "register_at_fork"):  # FT2Font objects must not cross a fork (ma
 
 def render(label: Sequence[str], via: str = "tree") -> tuple[np.ndarray, list[Motif]]:
     """The noise-free rendering of a label: (coverage (120, 360) uint8 0..255, motifs).
-    `via`: how the layout is built ("tree" or "string", `_Renderer.layout`)."""
+    `via`: how the layout is built ("tree", "string" or "stock", `_Renderer.layout`)."""
     return _renderer().render(label, via)
 
 
