@@ -16,6 +16,7 @@ from .base import (
 )
 from .digit_circle import DigitCircle
 from .folder import FolderDomain, FolderError, load_folder
+from .latex_ocr import LatexOCR
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -24,6 +25,7 @@ __all__ = [
     "Domain",
     "FolderDomain",
     "FolderError",
+    "LatexOCR",
     "Motif",
     "Sample",
     "domain_names",
