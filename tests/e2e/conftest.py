@@ -102,12 +102,21 @@ def checkpoints(tmp_path_factory, chromium_path) -> Path:
     return folder
 
 
-def start_backend(checkpoints: Path, port: int, name: str = "backend") -> Server:
+def start_backend(checkpoints: Path, port: int, name: str = "backend", **env: str) -> Server:
     args = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
             "--port", str(port)]
     # few validation images for the channel summaries: the tiny models are slow and dense
-    env = _env(SPARLING_CHECKPOINTS=str(checkpoints), SPARLING_CHANNEL_SUMMARY_N="40")
+    env = _env(SPARLING_CHECKPOINTS=str(checkpoints), SPARLING_CHANNEL_SUMMARY_N="40", **env)
     return Server(name, args, env, port).start("/v1/ready")
+
+
+def start_frontend(backend_url: str, port: int, name: str = "frontend") -> Server:
+    args = [sys.executable, "-m", "streamlit", "run", "frontend/streamlit_app.py",
+            "--server.address", "127.0.0.1", "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
+    server = Server(name, args, _env(SPARLING_API_URL=backend_url), port)
+    return server.start("/_stcore/health", timeout=90)
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +128,7 @@ def backend(checkpoints) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def frontend(backend) -> Iterator[Server]:
-    port = free_port()
-    args = [sys.executable, "-m", "streamlit", "run", "frontend/streamlit_app.py",
-            "--server.address", "127.0.0.1", "--server.port", str(port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
-    server = Server("frontend", args, _env(SPARLING_API_URL=backend.url), port)
-    server.start("/_stcore/health", timeout=90)
+    server = start_frontend(backend.url, free_port())
     yield server
     server.stop()
 
