@@ -49,51 +49,25 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Train a model on a domain (config file and/or flags; flags win)."""
-    from .domains import get_domain
-    from .models.sparling import digit_circle_small, digit_circle_tiny
-    from .training.loop import TrainConfig
+    from .training.loop import build_train_config, read_config_file
 
     _setup_logging(verbose)
     data: dict = {}
     if config is not None:
-        if not config.is_file():
-            _fail(f"config file {config} does not exist")
         try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as e:
-            _fail(f"config file {config} is not valid JSON: {e}")
-        if not isinstance(data, dict):
-            _fail(f"config file {config} must hold a JSON object")
-    model = dict(data.get("model", {}))
-    if model_size == "tiny":
-        model = {**digit_circle_tiny().to_dict(), **model}
-    elif model_size == "small" or (model_size is None and not model):
-        model = {**digit_circle_small().to_dict(), **model}
-    elif model_size is not None:
-        _fail(f"--model-size must be small or tiny, got {model_size!r}")
-    if sparsity is not None:
-        model["sparsity"] = sparsity
-    if domain is not None:
-        model["domain"] = domain
-    try:
-        chosen = get_domain(model.get("domain"))
-    except ValueError as e:
-        _fail(str(e))
-    # the domain fixes vocabulary, label length and image shape; the config may set channels
-    fixed = chosen.model_config_overrides()
-    model = {**model, **{k: v for k, v in fixed.items()
-                         if k != "motif_channels" or "motif_channels" not in model},
-             "domain": chosen.name}
-    data["model"] = model
+            data = read_config_file(config)
+        except ValueError as e:
+            _fail(str(e))
     overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
                      val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr,
                      seed=seed, threads=threads)
     data.update({k: (str(v) if isinstance(v, Path) else v)
                  for k, v in overrides.items() if v is not None})
     try:
-        cfg = TrainConfig.from_dict(data)
-    except (TypeError, ValueError) as e:
-        _fail(f"invalid training config: {e}")
+        cfg = build_train_config(data, model_size=model_size, sparsity=sparsity,
+                                 domain=domain)
+    except ValueError as e:
+        _fail(str(e))
     from .checkpoint import CheckpointError
     from .training.loop import train as run
 
