@@ -72,7 +72,18 @@ def test_the_doc_imports_only_documented_names():
                         assert inspect.getdoc(member), f"{name}.{attr} has no docstring"
 
 
-def test_library_examples_run(tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """torch on one thread (shared CI cores; many threads contend), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_library_examples_run(tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(ROOT)  # the examples name checkpoints/ and configs/ relatively
     namespace: dict = {"__name__": "python_api_doc"}
     for i, block in enumerate(_library_blocks()):
