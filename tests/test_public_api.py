@@ -14,9 +14,13 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import live_service, shipped_checkpoints  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "python-api.md"
-SHIPPED = ROOT / "checkpoints" / "digit-circle-mt"
+MODEL = "digit-circle-mt"
 URL_IN_DOC = "http://127.0.0.1:8000"
 
 
@@ -99,20 +103,9 @@ def test_library_examples_run(tmp_path, monkeypatch, one_thread):
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from backend.process import free_port, start_server, stop_server
-
-    folder = tmp_path_factory.mktemp("api-doc-checkpoints")
-    (folder / SHIPPED.name).symlink_to(SHIPPED, target_is_directory=True)
-    port = free_port()
-    env = {"SPARLING_CHECKPOINTS": str(folder), "SPARLING_API_KEY": "",
-           "SPARLING_CHANNEL_SUMMARY_N": "4", "OMP_NUM_THREADS": "1"}
-    log = tmp_path_factory.mktemp("api-doc-log") / "uvicorn.log"
-    proc = start_server([sys.executable, "-m", "uvicorn", "backend.main:app", "--host",
-                         "127.0.0.1", "--port", str(port)], env, log, port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_server(proc)
+    folder = shipped_checkpoints(tmp_path_factory.mktemp("api-doc") / "checkpoints", MODEL)
+    with live_service(folder, tmp_path_factory.mktemp("api-doc-log") / "uvicorn.log") as url:
+        yield url
 
 
 def test_client_examples_run(service, capsys):
