@@ -242,7 +242,7 @@ def _numpy(image: Any) -> np.ndarray:
 
 
 def _prepare(model: SparlingModel, image: Any, fit: Fit) -> np.ndarray:
-    array = _numpy(image)
+    array = _numpy(image.image if isinstance(image, Sample) else image)
     if array.ndim == 3 and array.shape[0] == 1:  # (1, H, W): one channel
         array = array[0]
     return _inspect.prepare_image(array, model.config.image_shape, fit)
@@ -276,19 +276,20 @@ def _run_result(r: Mapping[str, Any], dense: bool) -> RunResult:
 
 # --- the functions ---------------------------------------------------------------------------
 
-def run(model: ModelLike, image: ImageLike, *, fit: Fit = "none",
+def run(model: ModelLike, image: ImageLike | Sample, *, fit: Fit = "none",
         dense: bool = False) -> RunResult:
-    """Run one image (H, W) (or (1, H, W)): its sparse activations and decoded output; the
-    whole (C, H, W) map as `dense` when asked."""
+    """Run one image (H, W) (or (1, H, W), or a domain `Sample`): its sparse activations and
+    decoded output; the whole (C, H, W) map as `dense` when asked."""
     m = as_model(model)
     return run_batch(m, [_prepare(m, image, fit)], dense=dense)[0]
 
 
-def run_batch(model: ModelLike, images: np.ndarray | torch.Tensor | Sequence[ImageLike], *,
+def run_batch(model: ModelLike,
+              images: np.ndarray | torch.Tensor | Sequence[ImageLike | Sample], *,
               fit: Fit = "none", dense: bool = False, batch_size: int = 64
               ) -> list[RunResult]:
-    """Run a batch: (N, H, W) or (N, 1, H, W) arrays / tensors, or a list of images; one
-    `RunResult` per image, `batch_size` images per forward pass."""
+    """Run a batch: (N, H, W) or (N, 1, H, W) arrays / tensors, or a list of images or
+    samples; one `RunResult` per image, `batch_size` images per forward pass."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     m = as_model(model)

@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from helpers import live_service, shipped_checkpoints  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "backend" / "README.md"
 URL_IN_DOC = "http://127.0.0.1:8000"
-MODEL = "digit-circle-mt"
 CURL = re.compile(r"(?<![\w/.-])curl ")
 
 
@@ -66,13 +61,6 @@ def test_every_route_has_a_curl_example():
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    folder = shipped_checkpoints(tmp_path_factory.mktemp("curl") / "checkpoints", MODEL)
-    with live_service(folder, tmp_path_factory.mktemp("curl-log") / "uvicorn.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Where the examples run: samples/7.png written as the README says."""
     folder = tmp_path_factory.mktemp("curl-work")
@@ -84,8 +72,8 @@ def workdir(tmp_path_factory):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 @pytest.mark.parametrize("block", BLOCKS, ids=[_name(b) for b in BLOCKS])
-def test_curl_example_answers_json(block, service, workdir):
-    command = CURL.sub("curl -sf ", block.replace(URL_IN_DOC, service))
+def test_curl_example_answers_json(block, shipped_service, workdir):
+    command = CURL.sub("curl -sf ", block.replace(URL_IN_DOC, shipped_service))
     done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + command], cwd=workdir,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (command, done.returncode, done.stderr)

@@ -9,18 +9,12 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from helpers import live_service, shipped_checkpoints  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "python-api.md"
-MODEL = "digit-circle-mt"
 URL_IN_DOC = "http://127.0.0.1:8000"
 
 
@@ -101,17 +95,10 @@ def test_library_examples_run(tmp_path, monkeypatch, one_thread):
     assert Path(namespace["trained"].path).is_relative_to(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    folder = shipped_checkpoints(tmp_path_factory.mktemp("api-doc") / "checkpoints", MODEL)
-    with live_service(folder, tmp_path_factory.mktemp("api-doc-log") / "uvicorn.log") as url:
-        yield url
-
-
-def test_client_examples_run(service, capsys):
+def test_client_examples_run(shipped_service, capsys):
     for i, block in enumerate(_client_blocks()):
         assert URL_IN_DOC in block
-        code = block.replace(URL_IN_DOC, service)
+        code = block.replace(URL_IN_DOC, shipped_service)
         exec(compile(code, f"{DOC.name} client block {i + 1}", "exec"),  # noqa: S102
              {"__name__": "python_api_doc"})
     out = capsys.readouterr().out
