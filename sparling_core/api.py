@@ -86,7 +86,12 @@ def model_assignment(model: ModelLike) -> dict[int, int] | None:
 
 # --- results ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (
+        a is not None and b is not None and np.array_equal(a, b))
+
+
+@dataclass(frozen=True, eq=False)
 class SparseActivations:
     """The "on" entries of one sparse motif map (C, H, W) as COO arrays, in channel, row,
     column order: `channel`, `row`, `col` (int64) and `value` (float32), all of length K."""
@@ -110,6 +115,15 @@ class SparseActivations:
 
     def __len__(self) -> int:
         return int(self.channel.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SparseActivations):
+            return NotImplemented
+        return self.shape == other.shape and all(
+            _same_array(getattr(self, f), getattr(other, f))
+            for f in ("channel", "row", "col", "value"))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside
 
     def records(self) -> list[dict[str, Any]]:
         """[{"channel", "row", "col", "value"}, ...] with Python ints and floats (JSON-able;
@@ -146,7 +160,7 @@ class Decoding:
         return cls(list(d["sequence"]), list(d["tokens"]), list(d["probabilities"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RunResult:
     """One image through the model: its sparse activations, the decoded output, how many
     entries are on and the density (on / (C * H * W)); `dense` is the whole (C, H, W) map
@@ -169,6 +183,15 @@ class RunResult:
     def records(self) -> list[dict[str, Any]]:
         """The activations as [{"channel", "row", "col", "value"}, ...]."""
         return self.activations.records()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunResult):
+            return NotImplemented
+        return ((self.activations, self.output, self.n_active, self.density)
+                == (other.activations, other.output, other.n_active, other.density)
+                and _same_array(self.dense, other.dense))
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
