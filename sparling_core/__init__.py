@@ -3,8 +3,28 @@
 The public API; everything else is an implementation detail.
 """
 
-from .analysis.evaluate import PAPER_DENSITY, PAPER_RESULTS, evaluate
+from .analysis.evaluate import PAPER_DENSITY, PAPER_RESULTS
 from .analysis.metrics import MotifStats, align_image, channel_assignment, sequence_error
+from .api import (
+    Alignment,
+    Decoding,
+    Fit,
+    ImageLike,
+    Intervention,
+    ModelLike,
+    MotifMatch,
+    RunResult,
+    SparseActivations,
+    align,
+    as_model,
+    evaluate,
+    intervene,
+    load_train_config,
+    model_assignment,
+    run,
+    run_batch,
+    train_from_config,
+)
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .domains import (
     Domain,
@@ -29,6 +49,25 @@ from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 from .training.loop import TrainConfig, train
 
 __all__ = [
+    # docs/python-api.md: load, run, align, intervene, evaluate, train
+    "Alignment",
+    "Decoding",
+    "Fit",
+    "ImageLike",
+    "Intervention",
+    "ModelLike",
+    "MotifMatch",
+    "RunResult",
+    "SparseActivations",
+    "align",
+    "as_model",
+    "intervene",
+    "load_train_config",
+    "model_assignment",
+    "run",
+    "run_batch",
+    "train_from_config",
+    # building blocks
     "AdaptiveSparsitySchedule",
     "Domain",
     "Motif",

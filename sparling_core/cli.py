@@ -45,75 +45,32 @@ def train(
         help="registered domain to train on (default: the config's, else digit-circle)")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         "--data", help="train on your own data: a folder with labels.jsonl "
-        "(docs/own-data.md)")] = None,
+        "(README: Your own data)")] = None,
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Train a model on a domain or a data folder (config file and/or flags; flags win)."""
-    from .domains import FolderError, get_domain, load_folder
-    from .domains.folder import folder_of
-    from .models.sparling import digit_circle_small, digit_circle_tiny
-    from .training.loop import TrainConfig
+    from .training.loop import build_train_config, read_config_file
 
     _setup_logging(verbose)
     data: dict = {}
     if config is not None:
-        if not config.is_file():
-            _fail(f"config file {config} does not exist")
         try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as e:
-            _fail(f"config file {config} is not valid JSON: {e}")
-        if not isinstance(data, dict):
-            _fail(f"config file {config} must hold a JSON object")
-    if not isinstance(data.get("model", {}), dict):
-        _fail(f"config file {config}: \"model\" must be a JSON object")
-    model = dict(data.get("model", {}))
-    if data_dir is not None and domain is not None:
-        _fail("give --data or --domain, not both")
-    data_dir = data_dir or folder_of(domain or model.get("domain"))
-    user_decoder = "decoder" in model
-    if data_dir is not None:
-        try:  # index and validate every line now, before any training
-            folder = load_folder(data_dir)
-            folder.require_split("train", "training")
-            folder.require_split("val", "validation during training")
-        except FolderError as e:
+            data = read_config_file(config)
+        except ValueError as e:
             _fail(str(e))
-        domain = folder.name
-    if model_size == "tiny":
-        model = {**digit_circle_tiny().to_dict(), **model}
-    elif model_size == "small" or (model_size is None and not model):
-        model = {**digit_circle_small().to_dict(), **model}
-    elif model_size is not None:
-        _fail(f"--model-size must be small or tiny, got {model_size!r}")
-    if data_dir is not None and not user_decoder:  # the generic decoder for a data folder
-        model["decoder"] = "points"
-    if sparsity is not None:
-        model["sparsity"] = sparsity
-    if domain is not None:
-        model["domain"] = domain
-    try:
-        chosen = get_domain(model.get("domain"))
-    except ValueError as e:
-        _fail(str(e))
-    # the domain fixes vocabulary, label length and image shape; the config may set channels
-    fixed = chosen.model_config_overrides()
-    model = {**model, **{k: v for k, v in fixed.items()
-                         if k != "motif_channels" or "motif_channels" not in model},
-             "domain": chosen.name}
-    data["model"] = model
     overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
                      val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr,
                      seed=seed, threads=threads)
     data.update({k: (str(v) if isinstance(v, Path) else v)
                  for k, v in overrides.items() if v is not None})
     try:
-        cfg = TrainConfig.from_dict(data)
-    except (TypeError, ValueError) as e:
-        _fail(f"invalid training config: {e}")
+        cfg = build_train_config(data, model_size=model_size, sparsity=sparsity,
+                                 domain=domain, data_dir=data_dir)
+    except ValueError as e:  # also FolderError: bad data, named by file and line
+        _fail(str(e))
     from .training.loop import train as run
 
     if resume:

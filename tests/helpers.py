@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,6 +20,8 @@ from sparling_core.models.sparling import (
     digit_circle_tiny,
     encode_labels,
 )
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -57,3 +62,30 @@ def shared_tiny_checkpoint(tmp_path_factory) -> Path:
     if not (shared / "history.jsonl").exists():  # written last
         make_tiny_checkpoint(shared)
     return shared
+
+
+@contextmanager
+def live_service(checkpoints: Path, log: Path, **env: str) -> Iterator[str]:
+    """The service as `uvicorn backend.main:app` on a free port of 127.0.0.1 over the
+    folder of checkpoint folders `checkpoints` (no API key, one torch thread, channel
+    summaries on 4 images; `env` adds SPARLING_* settings): yields its URL, stops it after."""
+    from backend.process import free_port, start_server, stop_server
+
+    port = free_port()
+    env = {"SPARLING_CHECKPOINTS": str(checkpoints), "SPARLING_API_KEY": "",
+           "SPARLING_CHANNEL_SUMMARY_N": "4", "OMP_NUM_THREADS": "1", **env}
+    proc = start_server([sys.executable, "-m", "uvicorn", "backend.main:app", "--host",
+                         "127.0.0.1", "--port", str(port)], env, log, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
+
+
+def shipped_checkpoints(folder: Path, *names: str) -> Path:
+    """`folder` holding links to the shipped checkpoints `names` (a folder of checkpoint
+    folders, as SPARLING_CHECKPOINTS wants)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).symlink_to(SHIPPED / name, target_is_directory=True)
+    return folder

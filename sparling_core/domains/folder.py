@@ -226,7 +226,7 @@ class FolderDomain(Domain):
             raise FolderError(f"data folder {self.folder} does not exist")
         if not labels.is_file():
             raise FolderError(f"{self.folder} has no {LABELS_FILE} (one JSON object per image, "
-                              "see docs/own-data.md)")
+                              "see \"Your own data\" in README.md)")
         known = None if vocabulary is None else set(vocabulary)
         offsets, lengths, linenos, splits, motif_counts, label_lengths = [], [], [], [], [], []
         tokens: set[str] = set()

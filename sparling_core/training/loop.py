@@ -8,6 +8,7 @@ optimizer state (`train(config, resume=True)`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -26,7 +27,15 @@ from ..checkpoint import (
     save_train_state,
 )
 from ..domains import Domain, get_domain
-from ..models.sparling import IGNORE, ModelConfig, SparlingModel, encode_labels, presence_targets
+from ..models.sparling import (
+    IGNORE,
+    ModelConfig,
+    SparlingModel,
+    digit_circle_small,
+    digit_circle_tiny,
+    encode_labels,
+    presence_targets,
+)
 from ..schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 from .resample import (
     find_duplicates,
@@ -38,7 +47,7 @@ from .resample import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "build_train_config", "read_config_file", "train"]
 
 
 @dataclass
@@ -115,6 +124,72 @@ class TrainConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The JSON object of a training config file (configs/*.json). Raises ValueError when
+    the file is missing, is not JSON or holds something else than an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config file {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def build_train_config(data: dict, *, model_size: str | None = None,
+                       sparsity: str | None = None, domain: str | None = None,
+                       data_dir: str | Path | None = None) -> TrainConfig:
+    """A training config from a config file's JSON object, as `sparling train` builds it:
+    the model section on top of the small architecture (the shipped one; `model_size`
+    "tiny" for the tiny one; a config's own model section is taken as written), `sparsity`
+    and `domain` when given, then the fields the domain fixes (vocabulary, label length,
+    image shape; the config may set its channels). `data_dir`: a folder of images and
+    labels.jsonl (indexed and checked line by line now, before any training; the generic
+    "points" decoder unless the config names one). Raises ValueError naming the problem
+    (a FolderError names the file and line)."""
+    from ..domains import load_folder
+    from ..domains.folder import folder_of
+
+    data = dict(data)
+    if not isinstance(data.get("model", {}), dict):
+        raise ValueError('the config\'s "model" must be a JSON object')
+    model = dict(data.get("model", {}))
+    if data_dir is not None and domain is not None:
+        raise ValueError("give --data or --domain, not both")
+    data_dir = data_dir or folder_of(domain or model.get("domain"))
+    user_decoder = "decoder" in model
+    if data_dir is not None:
+        folder = load_folder(data_dir)
+        folder.require_split("train", "training")
+        folder.require_split("val", "validation during training")
+        domain = folder.name
+    if model_size == "tiny":
+        model = {**digit_circle_tiny().to_dict(), **model}
+    elif model_size == "small" or (model_size is None and not model):
+        model = {**digit_circle_small().to_dict(), **model}
+    elif model_size is not None:
+        raise ValueError(f"--model-size must be small or tiny, got {model_size!r}")
+    if data_dir is not None and not user_decoder:  # the generic decoder for a data folder
+        model["decoder"] = "points"
+    if sparsity is not None:
+        model["sparsity"] = sparsity
+    if domain is not None:
+        model["domain"] = domain
+    chosen = get_domain(model.get("domain"))
+    fixed = chosen.model_config_overrides()
+    model = {**model, **{k: v for k, v in fixed.items()
+                         if k != "motif_channels" or "motif_channels" not in model},
+             "domain": chosen.name}
+    data["model"] = model
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"invalid training config: {e}") from e
 
 
 def _make_schedule(config: TrainConfig):
