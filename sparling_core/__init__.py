@@ -49,7 +49,7 @@ from .schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 from .training.loop import TrainConfig, train
 
 __all__ = [
-    # docs/python-api.md: load, run, align, intervene, evaluate, train
+    # README, "Use it from Python": load, run, align, intervene, evaluate, train
     "Alignment",
     "Decoding",
     "Fit",

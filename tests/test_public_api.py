@@ -1,4 +1,4 @@
-"""docs/python-api.md, run: every ```python block of the Python API section, in order, from
+"""README.md's "Use it from Python" section, run: every ```python block of the Python API section, in order, from
 the repository root; the REST client's block against a live service on a free port.
 
     .venv/bin/python -m pytest tests/test_public_api.py
@@ -14,12 +14,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "python-api.md"
+DOC = ROOT / "README.md"
+SECTION = "## Use it from Python"
 URL_IN_DOC = "http://127.0.0.1:8000"
 
 
+def _section() -> str:
+    """The README's Python API section: from its heading to the next level-2 heading."""
+    text = DOC.read_text()
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    return text[start:end if end >= 0 else len(text)]
+
+
 def _blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    return re.findall(r"^```python\n(.*?)^```", _section(), re.S | re.M)
 
 
 def _library_blocks() -> list[str]:
