@@ -1,5 +1,5 @@
-"""README.md's "Use it from Python" section, run: every ```python block of the Python API section, in order, from
-the repository root; the REST client's block against a live service on a free port.
+"""README.md's "Use it from Python" section, run: every ```python block of it, in order,
+from the repository root; the REST client's block against a live service on a free port.
 
     .venv/bin/python -m pytest tests/test_public_api.py
 """
