@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,10 +46,16 @@ def train(
         help="registered domain to train on (default: the config's, else digit-circle)")] = None,
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
+    nproc: Annotated[int, typer.Option(min=1, help=(
+        "local worker processes (data parallel: torch.distributed, gloo on CPU, NCCL on "
+        "CUDA); the batch size stays the global batch"))] = 1,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: the config's, "
+                                                    "else cpu)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
-    """Train a model on a domain (config file and/or flags; flags win)."""
+    """Train a model on a domain (config file and/or flags; flags win). Under torchrun
+    (several machines) every process runs this command and joins torchrun's group."""
     from .domains import get_domain
     from .models.sparling import digit_circle_small, digit_circle_tiny
     from .training.loop import TrainConfig
@@ -87,7 +94,7 @@ def train(
     data["model"] = model
     overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
                      val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr,
-                     seed=seed, threads=threads)
+                     seed=seed, threads=threads, device=device)
     data.update({k: (str(v) if isinstance(v, Path) else v)
                  for k, v in overrides.items() if v is not None})
     try:
@@ -95,13 +102,29 @@ def train(
     except (TypeError, ValueError) as e:
         _fail(f"invalid training config: {e}")
     from .checkpoint import CheckpointError
+    from .training import distributed
     from .training.loop import train as run
 
+    if nproc > 1 and distributed.under_torchrun():
+        _fail("--nproc starts its own workers; under torchrun give --nproc-per-node instead")
+    if cfg.batch_size % nproc:
+        _fail(f"batch size {cfg.batch_size} (the global batch) must be divisible by "
+              f"--nproc {nproc}")
     try:
-        folder = run(cfg, resume=resume, progress=progress)
+        if distributed.under_torchrun():  # one of torchrun's workers
+            folder = distributed.worker(cfg.to_dict(), resume, progress, verbose=False)
+        elif nproc > 1:
+            folder = distributed.launch(cfg.to_dict(), nproc, resume, progress, verbose)
+        else:
+            folder = run(cfg, resume=resume, progress=progress)
     except CheckpointError as e:
         _fail(str(e))
-    typer.echo(f"checkpoint: {folder}")
+    except Exception as e:  # a failed worker (torch's ChildFailedError) or a bad device
+        if nproc == 1 and not distributed.under_torchrun():
+            raise
+        _fail(f"distributed training failed: {type(e).__name__}: {e}", code=1)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"checkpoint: {folder}")
 
 
 @app.command()
