@@ -157,3 +157,37 @@ def test_only_rank_zero_wrote(ranks):
     assert names == ["ddp", "rank0.pt", "rank1.pt", "single"]
     assert not list(Path(ranks["out"], "ddp").glob(".*.tmp"))
     assert load_train_state(ranks["out"] / "ddp")["samples_seen"] == 48
+
+
+def test_cli_checks_nproc_against_the_batch(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparling_core.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--model-size", "tiny", "--nproc", "2",
+                                      "--batch-size", "3", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "must be divisible by --nproc 2" in result.output
+    result = CliRunner().invoke(app, ["train", "--model-size", "tiny", "--device", "tpu",
+                                      "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "device must be" in result.output
+
+
+@pytest.mark.slow
+def test_cli_nproc_starts_workers_and_resumes(tmp_path):
+    """`sparling train --nproc 2` through torch's elastic launcher, then --resume."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sparling_core.cli", "train", "--model-size", "tiny",
+               "--nproc", "2", "--batch-size", "4", "--val-every", "8", "--val-size", "4",
+               "--out", str(out), "--no-progress"]
+    done = subprocess.run(command + ["--max-samples", "8"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert load_train_state(out)["samples_seen"] == 8
+    done = subprocess.run(command + ["--max-samples", "16", "--resume"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [h["samples"] for h in load_checkpoint(out).history] == [8, 16]
