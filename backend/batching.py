@@ -14,9 +14,8 @@ companions there. The motif model's convolutions compute each image on its own, 
 picks the convolution kernel by the batch: for one small input (<= 20,480 values, as in
 tiny models) its native kernel, for two or more oneDNN, and the two round differently. So
 at its first forward the batcher checks, on a probe image, whether the model gives the
-same motif map alone as beside another image; where it does not, a lone image is run
-beside an empty one (every forward then has at least two images). The shipped model
-passes the check: a lone request costs one image.
+same motif map alone as beside another image; where it does not, the motif model runs one
+image at a time (and only the decoder is batched). The shipped model passes the check.
 A batch that fails is retried one image at a time, so one bad image fails only itself.
 
 Settings (environment): SPARLING_BATCH_MAX (default 8; 1 turns batching off),
@@ -81,7 +80,8 @@ class Batcher:
         self._closed = False
         self._last_size = 0
         self._pending = 0  # submitted, not yet answered
-        self.pad_single: bool | None = None  # run a lone image beside an empty one (probed)
+        # motif maps one image at a time, where batches would round differently (probed)
+        self.one_by_one: bool | None = None
 
     def pending(self) -> int:
         """Requests submitted and not yet answered (queued or in a running forward)."""
@@ -147,16 +147,14 @@ class Batcher:
 
     def _execute(self, batch: list[_Item]) -> None:
         try:
-            if self.pad_single is None:
-                self.pad_single = not self._run(_batch_invariant)
-                log.info("batcher %s: %s", self.name, "a lone image runs beside an empty "
-                         "one" if self.pad_single else "batches are invariant")
+            if self.one_by_one is None:
+                self.one_by_one = not self._run(_batch_invariant)
+                log.info("batcher %s: %s", self.name, "motif maps one image at a time"
+                         if self.one_by_one else "the motif model is batch-invariant")
             images = np.stack([item.image for item in batch])
-            dense = [item.dense for item in batch]
-            if self.pad_single and len(batch) == 1:
-                images = np.concatenate([images, np.zeros_like(images)])
-                dense.append(False)
-            results = self._run(run_images, images, dense, decode_batch=self.decode_batch)
+            results = self._run(run_images, images, [item.dense for item in batch],
+                                decode_batch=self.decode_batch,
+                                motifs_one_by_one=self.one_by_one)
         except Exception as e:
             if len(batch) == 1:
                 batch[0].future.set_exception(e)
@@ -169,7 +167,7 @@ class Batcher:
         self.stats.forwards += 1
         self.stats.images += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
-        for item, result in zip(batch, results[:len(batch)], strict=True):
+        for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
 
 

@@ -163,13 +163,15 @@ def decode_in_fixed_batches(model: SparlingModel, motifs: torch.Tensor, size: in
 
 
 def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
-               dense: bool | Sequence[bool] = False, decode_batch: int | None = None
-               ) -> list[dict]:
+               dense: bool | Sequence[bool] = False, decode_batch: int | None = None,
+               motifs_one_by_one: bool = False) -> list[dict]:
     """Run (N, H, W) images: per image its sparse activations, n_active, density, decoded
     sequence and per-token probabilities (end token included); the dense (C, H, W) map as
     nested lists when `dense` (one flag for all, or one per image). `decode_batch`: decode
     in fixed-size chunks (`decode_in_fixed_batches`), so that an image gives the same
-    result whatever it is batched with (the service's request batcher relies on it)."""
+    result whatever it is batched with (the service's request batcher relies on it);
+    `motifs_one_by_one`: the motif maps one image at a time (for models whose
+    convolutions torch runs with another kernel for one image than for several)."""
     _check_eval(model)
     with torch.inference_mode():
         x = _to_tensor(model, images)
@@ -181,7 +183,8 @@ def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
             motifs, sequences, probabilities = (decoded.motifs, decoded.sequences,
                                                 decoded.probabilities)
         else:
-            motifs = model.sparse_motifs(x)
+            motifs = (torch.cat([model.sparse_motifs(x[i:i + 1]) for i in range(x.shape[0])])
+                      if motifs_one_by_one else model.sparse_motifs(x))
             sequences, probabilities = decode_in_fixed_batches(model, motifs, decode_batch)
         active = model.bottleneck.active(motifs)
         return [_result(model, motifs[i], active[i], sequences[i], probabilities[i], flags[i])
