@@ -18,6 +18,8 @@ from sparling_core.checkpoint import Checkpoint, CheckpointError, load_checkpoin
 from sparling_core.domains import Domain, domain_names, get_domain
 from sparling_core.models.sparling import SparlingModel
 
+from .batching import Batcher
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -42,6 +44,11 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _summary_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _summaries: list[dict] | None = field(default=None, repr=False)
+    # concurrent single-image requests share forwards (backend/batching.py)
+    batcher: Batcher = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.run, name=self.id)
 
     @property
     def model(self) -> SparlingModel:

@@ -8,7 +8,9 @@ Starts uvicorn on 127.0.0.1 (a free port) serving only the given checkpoint, wai
 /v1/ready, measures, stops it. Without a checkpoint it builds a tiny untrained model whose
 thresholds are calibrated (training-mode forwards, no gradients) to density 1e-3, so the
 sparse response has a realistic size. Client and server share this machine's cores: read
-the numbers as relative (overhead ratios), not as capacity.
+the numbers as relative (overhead ratios), not as capacity. Thread settings come from the
+environment for both the bare forward and the server (e.g. OMP_NUM_THREADS=1
+OMP_WAIT_POLICY=PASSIVE on a machine that is busy with something else).
 """
 
 from __future__ import annotations
@@ -176,8 +178,8 @@ def main() -> None:
         by_c = {r[1]: r for r in rows[1:-2]}
         if 1 in by_c and 8 in by_c:
             rps = [by_c[c][2] / by_c[c][4] for c in (1, 8)]
-            print(f"throughput c=8 / c=1: {rps[1] / rps[0]:.2f}x (forwards are serialised "
-                  "per model; parsing and serialising overlap with them)")
+            print(f"throughput c=8 / c=1: {rps[1] / rps[0]:.2f}x (concurrent requests to a "
+                  "model share batched forwards: backend/batching.py)")
     print(f"response bytes: sparse {sparse_bytes:,}, dense {dense_bytes:,}, "
           f"sparse/dense {sparse_bytes / dense_bytes:.4f} ({n_active} active values, "
           f"{len(sample.motifs)} digits in the image)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -48,10 +49,17 @@ def train(
         "(README: Your own data)")] = None,
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
+    nproc: Annotated[int, typer.Option(min=1, help=(
+        "local worker processes (data parallel: torch.distributed, gloo on CPU, NCCL on "
+        "CUDA); the batch size stays the global batch"))] = 1,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: the config's, "
+                                                    "else cpu)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
-    """Train a model on a domain or a data folder (config file and/or flags; flags win)."""
+    """Train a model on a domain or a data folder (config file and/or flags; flags win).
+    Under torchrun (several machines) every process runs this command and joins torchrun's
+    group."""
     from .training.loop import build_train_config, read_config_file
 
     _setup_logging(verbose)
@@ -63,7 +71,7 @@ def train(
             _fail(str(e))
     overrides = dict(out=out, max_samples=max_samples, max_minutes=max_minutes,
                      val_every=val_every, val_size=val_size, batch_size=batch_size, lr=lr,
-                     seed=seed, threads=threads)
+                     seed=seed, threads=threads, device=device)
     data.update({k: (str(v) if isinstance(v, Path) else v)
                  for k, v in overrides.items() if v is not None})
     try:
@@ -71,15 +79,31 @@ def train(
                                  domain=domain, data_dir=data_dir)
     except ValueError as e:  # also FolderError: bad data, named by file and line
         _fail(str(e))
+    from .training import distributed
     from .training.loop import train as run
 
     if resume:
         _check_resumable(Path(cfg.out), cfg.model.to_dict())
+    if nproc > 1 and distributed.under_torchrun():
+        _fail("--nproc starts its own workers; under torchrun give --nproc-per-node instead")
+    if cfg.batch_size % nproc:
+        _fail(f"batch size {cfg.batch_size} (the global batch) must be divisible by "
+              f"--nproc {nproc}")
     try:
-        written = run(cfg, resume=resume, progress=progress)
+        if distributed.under_torchrun():  # one of torchrun's workers
+            written = distributed.worker(cfg.to_dict(), resume, progress, verbose=False)
+        elif nproc > 1:
+            written = distributed.launch(cfg.to_dict(), nproc, resume, progress, verbose)
+        else:
+            written = run(cfg, resume=resume, progress=progress)
     except ValueError as e:  # CheckpointError, FolderError, a config that misfits the domain
         _fail(str(e))
-    typer.echo(f"checkpoint: {written}")
+    except Exception as e:  # a failed worker (torch's ChildFailedError) or a bad device
+        if nproc == 1 and not distributed.under_torchrun():
+            raise
+        _fail(f"distributed training failed: {type(e).__name__}: {e}", code=1)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"checkpoint: {written}")
 
 
 # what a resumed run must share with the saved one (the weights' shapes and the tokens)

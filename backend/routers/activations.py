@@ -41,13 +41,19 @@ def _run(loaded: LoadedModel, images: list, fit: str, dense: bool) -> list[dict]
             for image, r in zip(images, results, strict=True)]
 
 
+def _run_one(loaded: LoadedModel, image, fit: str, dense: bool) -> dict:
+    """One image through the model's batcher: concurrent requests share a forward."""
+    prepared = prepare_image(image, loaded.checkpoint.config.image_shape, fit)
+    return {"model": loaded.id, **loaded.batcher.submit(prepared, dense)}
+
+
 @router.post("/{model_id}/activations", response_model=ActivationsOut, responses=ERRORS,
              openapi_extra=IMAGE_BODY_OPENAPI)
 async def activations(loaded: ModelDep, image: UploadedImage, dense: Dense = False,
                       fit: Fit = "none") -> dict:
     """One image as JSON `{"image": [[...]]}` or a multipart `file` (PNG, JPEG or .npy)."""
     try:
-        return (await run_in_threadpool(_run, loaded, [image], fit, dense))[0]
+        return await run_in_threadpool(_run_one, loaded, image, fit, dense)
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
 

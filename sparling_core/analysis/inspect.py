@@ -26,6 +26,7 @@ __all__ = [
     "prepare_image",
     "sparse_activations",
     "run_images",
+    "decode_in_fixed_batches",
     "run_image",
     "analyze",
     "intervene",
@@ -189,21 +190,58 @@ def _result(model: SparlingModel, motif_map: torch.Tensor, active: torch.Tensor,
     }
 
 
+def decode_in_fixed_batches(model: SparlingModel, motifs: torch.Tensor, size: int
+                            ) -> tuple[list[list[int]], list[list[float]]]:
+    """`model.decode_motifs` over chunks of exactly `size` maps, the last padded with empty
+    maps. Each map's sequence and probabilities then do not depend on what else is in the
+    batch: with several threads, matrix-multiply libraries split a reduction by the
+    number of rows, so a map decoded beside 0 or 7 others can differ in the last bit."""
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    sequences: list[list[int]] = []
+    probabilities: list[list[float]] = []
+    for start in range(0, motifs.shape[0], size):
+        part = motifs[start:start + size]
+        k = part.shape[0]
+        if k < size:
+            part = torch.cat([part, part.new_zeros((size - k, *part.shape[1:]))])
+        seqs, probs = model.decode_motifs(part)
+        sequences += seqs[:k]
+        probabilities += probs[:k]
+    return sequences, probabilities
+
+
 def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
-               dense: bool = False) -> list[dict]:
+               dense: bool | Sequence[bool] = False, decode_batch: int | None = None,
+               motifs_one_by_one: bool = False) -> list[dict]:
     """Run (N, H, W) images: per image its sparse activations, n_active, density, decoded
     sequence and per-token probabilities (end token included); the dense (C, H, W) map as
-    nested lists when `dense`."""
+    nested lists when `dense` (one flag for all, or one per image). `decode_batch`: decode
+    in fixed-size chunks (`decode_in_fixed_batches`), so that an image gives the same
+    result whatever it is batched with (the service's request batcher relies on it);
+    `motifs_one_by_one`: the motif maps one image at a time (for models whose
+    convolutions torch runs with another kernel for one image than for several)."""
     _check_eval(model)
     with torch.inference_mode():
-        batch = _to_tensor(model, images)
-        decoded = model.generate(batch)
-        active = model.bottleneck.active(decoded.motifs)
-        empty_seq, empty_prob = model.decode_motifs(torch.zeros_like(decoded.motifs[:1]))
+        x = _to_tensor(model, images)
+        flags = [dense] * x.shape[0] if isinstance(dense, bool) else list(dense)
+        if len(flags) != x.shape[0]:
+            raise ValueError(f"{len(flags)} dense flags for {x.shape[0]} images")
+        if decode_batch is None:
+            decoded = model.generate(x)
+            motifs, sequences, probabilities = (decoded.motifs, decoded.sequences,
+                                                decoded.probabilities)
+        else:
+            motifs = (torch.cat([model.sparse_motifs(x[i:i + 1]) for i in range(x.shape[0])])
+                      if motifs_one_by_one else model.sparse_motifs(x))
+            sequences, probabilities = decode_in_fixed_batches(model, motifs, decode_batch)
+        active = model.bottleneck.active(motifs)
+        # the decoder's answer for an empty map: the baseline every decode is compared with
+        empty_seq, empty_prob = model.decode_motifs(torch.zeros_like(motifs[:1]))
         empty = (empty_seq[0], empty_prob[0])
-        return [_result(model, decoded.motifs[i], active[i], decoded.sequences[i],
-                        decoded.probabilities[i], dense, batch[i], empty)
-                for i in range(decoded.motifs.shape[0])]
+        return [_result(model, motifs[i], active[i], sequences[i], probabilities[i], flags[i],
+                        x[i], empty)
+                for i in range(motifs.shape[0])]
 
 
 def run_image(model: SparlingModel, image: np.ndarray, dense: bool = False) -> dict:

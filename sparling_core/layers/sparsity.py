@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .global_stats import global_batch_norm, global_rth_largest, global_sum, process_group
+
 __all__ = [
     "SparsityLayer",
     "SpatialSparsity",
@@ -37,6 +39,13 @@ def _as_4d(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         return x.unsqueeze(2)  # (N, C, L) -> (N, C, 1, L): same BatchNorm statistics
     raise ValueError(f"expected (N, C, H, W) or (N, C, L) input, got shape {tuple(x.shape)}")
+
+
+def _normalise(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """`bn(x)`; in training mode under torch.distributed (more than one process), with the
+    statistics of the global batch (global_stats.global_batch_norm)."""
+    group = process_group() if bn.training else None
+    return bn(x) if group is None else global_batch_norm(bn, x, group)
 
 
 def _kth_largest_count(m: int, sparsity: float) -> int:
@@ -150,7 +159,7 @@ class SpatialSparsity(SparsityLayer):
         if x.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {x.shape[1]}")
         if self.batch_norm is not None:
-            x = self.batch_norm(x)
+            x = _normalise(self.batch_norm, x)
         if self.training:
             self._update_thresholds(x)
         t = self.thresholds.to(x.dtype)
@@ -163,16 +172,25 @@ class SpatialSparsity(SparsityLayer):
         values = x.detach().float()
         # (N, C, H*W) for MT; (N, 1, C*H*W) for ST: views of the contiguous input
         values = values.reshape(n, c, h * w) if self.per_channel else values.reshape(n, 1, -1)
+        # Under torch.distributed every rank holds part of the global batch: counts are
+        # summed and the r-th largest is taken over all ranks (global_stats), so all hold
+        # the thresholds one process would compute from the whole batch.
+        group = process_group()
         if self.accumulate_survivors is not None:
             self._pool.append(values.transpose(0, 1).reshape(1, values.shape[1], -1).clone())
             pooled = sum(v.shape[2] for v in self._pool)
+            if group is not None:
+                pooled = global_sum(pooled, group, values.device)
             if pooled * self.density < self.accumulate_survivors:
                 return
             values = torch.cat(self._pool, dim=2)  # (1, C, pooled values)
             self._pool = []
         m = values.shape[0] * values.shape[2]
+        if group is not None:
+            m = global_sum(m, group, values.device)
         r = _kth_largest_count(m, float(self.sparsity))
-        quantile = _rth_largest_per_row(values, r)
+        quantile = (_rth_largest_per_row(values, r) if group is None
+                    else global_rth_largest(values, r, group))
         self.thresholds.mul_(1 - self.momentum).add_(quantile * self.momentum)
 
     def train(self, mode: bool = True) -> SpatialSparsity:
@@ -201,7 +219,7 @@ class L1Sparsity(SparsityLayer):
         shape = x.shape
         x = _as_4d(x)
         if self.batch_norm is not None:
-            x = self.batch_norm(x)
+            x = _normalise(self.batch_norm, x)
         return F.relu(x).reshape(shape)
 
     def penalty(self, y: torch.Tensor) -> torch.Tensor:
@@ -224,7 +242,7 @@ class KLSparsity(SparsityLayer):
         shape = x.shape
         x = _as_4d(x)
         if self.batch_norm is not None:
-            x = self.batch_norm(x)
+            x = _normalise(self.batch_norm, x)
         return torch.sigmoid(x).reshape(shape)
 
     def penalty(self, y: torch.Tensor) -> torch.Tensor:
@@ -250,7 +268,7 @@ class TopKSparsity(SparsityLayer):
         shape = x.shape
         x = _as_4d(x)
         if self.batch_norm is not None:
-            x = self.batch_norm(x)
+            x = _normalise(self.batch_norm, x)
         x = F.relu(x)
         flat = x.reshape(x.shape[0], -1)  # (N, C*H*W)
         k = max(1, min(flat.shape[1], int(torch.ceil(torch.tensor(self.density * flat.shape[1])))))

@@ -4,6 +4,15 @@ Reads top to bottom: 1. set-up (or resume), 2. the loop (step, validate, anneal,
 3. the final save. Every validation writes the checkpoint folder atomically, so a run
 killed at any moment resumes from its last validation with the same data, schedule and
 optimizer state (`train(config, resume=True)`).
+
+Under torch.distributed (W > 1 processes, `sparling train --nproc W` or torchrun; see
+training/distributed.py) the same loop runs on every rank: `batch_size` stays the global
+batch, rank r takes its samples r, r + W, ... of it, DDP averages the gradients, the
+sparsity layer takes its BatchNorm statistics and thresholds over all ranks, the sequence
+loss is normalised by the global token count, validation is split between the ranks and its
+counts summed, so the schedule sees the same numbers everywhere; rank 0 alone plans
+resampling (and broadcasts it) and writes the checkpoint folder. Without a process group
+(or with one process) nothing of this runs.
 """
 
 from __future__ import annotations
@@ -11,13 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..analysis.evaluate import PAPER_DENSITY, exact_match_accuracy
@@ -27,6 +39,7 @@ from ..checkpoint import (
     save_train_state,
 )
 from ..domains import Domain, get_domain
+from ..layers.global_stats import process_group
 from ..models.sparling import (
     IGNORE,
     ModelConfig,
@@ -89,6 +102,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast for the motif model's inner convs (~1.3x on CPU)
     channels_last: bool = True
     threads: int | None = None  # torch.set_num_threads; None = torch's default
+    device: str = "cpu"  # cpu | cuda (under torch.distributed: cuda:LOCAL_RANK)
     seed: int = 0  # weight initialisation
 
     def __post_init__(self):
@@ -111,6 +125,8 @@ class TrainConfig:
             raise ValueError("resample_target_weight must be positive")
         if self.resample_retry_error < self.resample_min_error:
             raise ValueError("resample_retry_error must be >= resample_min_error")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -203,13 +219,60 @@ def _make_schedule(config: TrainConfig):
     )
 
 
-def _training_batch(domain: Domain, start: int, batch_size: int
-                    ) -> tuple[torch.Tensor, list[list[int]]]:
+def _training_batch(domain: Domain, start: int, batch_size: int, rank: int = 0,
+                    world: int = 1) -> tuple[torch.Tensor, list[list[int]]]:
     """The data position picks the samples: training seeds start .. start + batch_size - 1
-    of the domain's train split (wrapping around a finite split, epoch after epoch)."""
+    of the domain's train split (wrapping around a finite split, epoch after epoch). Rank r
+    of `world` processes takes the global batch's samples r, r + world, ... (batch_size is
+    the global batch), so the ranks together see exactly one process's batch."""
     seeds = domain.split_range("train")
     return domain.batch(domain.samples(
-        [seeds[(start + i) % len(seeds)] for i in range(batch_size)], "train"))
+        [seeds[(start + i) % len(seeds)] for i in range(rank, batch_size, world)], "train"))
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _validate(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
+              rank: int, world: int) -> tuple[float, float]:
+    """(exact-match accuracy, realised density) on the validation set. Under
+    torch.distributed each rank runs its share (images rank, rank + world, ...) and the
+    counts are summed: every rank gets the numbers one process would."""
+    if world == 1:
+        return exact_match_accuracy(model, images, labels)
+    mine = labels[rank::world]
+    n = len(mine)
+    per_image = model.config.motif_channels * int(np.prod(model.config.image_shape))
+    counts = torch.zeros(4, dtype=torch.float64, device=images.device)
+    if n:
+        accuracy, realised = exact_match_accuracy(model, images[rank::world], mine)
+        counts += torch.tensor([round(accuracy * n), n, round(realised * n * per_image),
+                                n * per_image], dtype=torch.float64, device=images.device)
+    dist.all_reduce(counts)
+    correct, total, active, values = counts.tolist()
+    return correct / total, active / values
+
+
+def _broadcast_state(model: SparlingModel) -> None:
+    """Every parameter and buffer from rank 0 (in place)."""
+    for tensor in model.state_dict().values():
+        if tensor.is_contiguous():
+            dist.broadcast(tensor, src=0)
+        else:  # channels-last weights
+            dense = tensor.contiguous()
+            dist.broadcast(dense, src=0)
+            tensor.copy_(dense)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
@@ -258,6 +321,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     out = Path(config.out)
     if config.threads:
         torch.set_num_threads(config.threads)
+    # torch.distributed: W ranks share each global batch (see the module docstring)
+    distributed = process_group() is not None
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) must be "
+                         f"divisible by the number of processes, {world}")
+    device = _device(config)
+    progress = progress and rank == 0
 
     # 1. Set-up: the domain, model, optimizer, schedule, fixed validation set; or the saved
     # state.
@@ -265,6 +336,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     _check_domain(config.model, domain)
     torch.manual_seed(config.seed)
     model = SparlingModel(config.model)
+    if device.type != "cpu":
+        model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -272,8 +345,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     samples_seen, finish_from, last_resample, history = 0, None, None, []
     pending: dict[int, int] = {}  # resampled channel -> its digit, until it is explained
     retries: dict[int, int] = {}  # resampled channel -> redraws since its first draw
-    state = load_train_state(out) if resume else None
-    if resume and state is None:
+    if not distributed:
+        state = load_train_state(out) if resume else None
+    else:  # rank 0 reads it (the folder need not be shared between machines)
+        box = [load_train_state(out) if resume and rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    if resume and state is None and rank == 0:
         logger.warning("no training state in %s: starting from scratch", out)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -285,14 +363,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         pending = {int(c): int(d) for c, d in state.get("resample_pending", [])}
         retries = {int(c): int(k) for c, k in state.get("resample_retries", [])}
         history = [h for h in state["history"] if h["samples"] <= samples_seen]
-        logger.info("resumed %s at %d samples, %r", out, samples_seen, schedule)
+        if rank == 0:
+            logger.info("resumed %s at %d samples, %r", out, samples_seen, schedule)
     model.set_density(schedule.density)
     model.train()
+    # DDP averages the gradients; buffers (thresholds, BatchNorm statistics) are computed
+    # identically on every rank, so they are not broadcast
+    step_model = model if not distributed else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        forward_sync_buffers=False)
     val_seeds = domain.split_range("val")
     val_images, val_labels = domain.batch(
         domain.samples(val_seeds[:min(config.val_size, len(val_seeds))], "val"))
+    if device.type != "cpu":
+        val_images = val_images.to(device)
 
     def save(metrics: dict | None = None) -> None:
+        if rank:
+            return  # rank 0 writes the checkpoint folder
         save_train_state(out, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -316,33 +404,53 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             stop_reason = "target density reached"
             break
         minutes = (time.monotonic() - start_time) / 60
-        if config.max_minutes is not None and minutes >= config.max_minutes:
+        over = config.max_minutes is not None and minutes >= config.max_minutes
+        if distributed and config.max_minutes is not None:
+            over = _any_rank(over, device)  # the clocks differ: stop together
+        if over:
             stop_reason = "max_minutes"
             break
-        images, labels = _training_batch(domain, samples_seen, config.batch_size)
+        images, labels = _training_batch(domain, samples_seen, config.batch_size, rank, world)
+        if device.type != "cpu":
+            images = images.to(device, non_blocking=True)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         inputs, targets = encode_labels(labels, config.model.max_digits, config.model.vocab_size)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            output = model(images, inputs)
-        sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
-                                        ignore_index=IGNORE)
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            output = step_model(images, inputs)
+        if not distributed:
+            sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
+                                            ignore_index=IGNORE)
+        else:  # the global batch's mean over its tokens, once DDP has averaged the ranks
+            tokens = (targets != IGNORE).sum()
+            dist.all_reduce(tokens)
+            sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
+                                            ignore_index=IGNORE, reduction="sum") * (
+                                                world / tokens.item())
         presence_loss = F.binary_cross_entropy_with_logits(
-            output.presence_logits, presence_targets(labels, config.model.vocab_size))
+            output.presence_logits,
+            presence_targets(labels, config.model.vocab_size).to(device))
         loss = sequence_loss + output.penalty + config.model.presence_weight * presence_loss
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at {samples_seen} samples")
+        if not distributed:
+            step_losses = (loss.item(), sequence_loss.item(), presence_loss.item())
+        else:  # the global batch's losses: the mean over ranks of equal shares
+            reduced = torch.stack([loss, sequence_loss, presence_loss]).detach().double()
+            dist.all_reduce(reduced)
+            step_losses = tuple(v / world for v in reduced.tolist())
+        if not math.isfinite(step_losses[0]):
+            raise FloatingPointError(f"loss became {step_losses[0]} at {samples_seen} samples")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         samples_seen += config.batch_size
-        losses.append((loss.item(), sequence_loss.item(), presence_loss.item()))
+        losses.append(step_losses)
         bar.update(config.batch_size)
 
         if samples_seen - last_val >= config.val_every:
             # Validate in eval mode, let the schedule anneal, log, and save.
             last_val = samples_seen - samples_seen % config.val_every
-            accuracy, realised = exact_match_accuracy(model, val_images, val_labels)
+            accuracy, realised = _validate(model, val_images, val_labels, rank, world)
             # once the target is reached the density stays put for `finish_samples`
             lowered = finish_from is None and schedule.step(samples_seen, accuracy)
             if schedule.done and finish_from is None:
@@ -357,8 +465,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                 # at least one more validation interval to train it (a resample restarts
                 # finish_samples; max_minutes cannot be foreseen)
                 more = samples_seen + config.val_every <= config.max_samples
-                resampled = more and _plan_resampling(model, val_images, val_labels, config,
-                                                      pending, retries) or []
+                if not distributed:
+                    resampled = more and _plan_resampling(model, val_images, val_labels,
+                                                          config, pending, retries) or []
+                else:  # rank 0 decides (it may forget pending channels) and tells the rest
+                    box = [(more and _plan_resampling(model, val_images, val_labels, config,
+                                                      pending, retries) or [],
+                            pending, retries) if rank == 0 else None]
+                    dist.broadcast_object_list(box, src=0)
+                    resampled, pending, retries = box[0]
                 if resampled:
                     for drop, keep, _ in resampled:
                         retries[drop] = retries.get(drop, 0) + 1 if keep < 0 else 0
@@ -366,6 +481,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                     resample_channels(model, [r[0] for r in resampled], optimizer,
                                       targets=[r[2] for r in resampled],
                                       target_weight=config.resample_target_weight)
+                    if distributed:  # fresh weights come from the RNG: rank 0's hold
+                        _broadcast_state(model)
                     last_resample = samples_seen
                     if finish_from is not None:
                         finish_from = samples_seen
@@ -386,11 +503,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             losses = []
             bar.set_postfix(acc=f"{accuracy:.3f}", density=f"{schedule.density:.3g}",
                             T=f"{row['threshold'] or 0:.3f}")
-            logger.info("validation %s", row)
+            if rank == 0:
+                logger.info("validation %s", row)
             save()
     bar.close()
 
     # 3. Final save.
     save()
-    logger.info("stopped (%s) at %d samples, %r", stop_reason, samples_seen, schedule)
+    if distributed:
+        dist.barrier()  # every rank returns once the folder is written
+    if rank == 0:
+        logger.info("stopped (%s) at %d samples, %r", stop_reason, samples_seen, schedule)
     return out

@@ -63,7 +63,7 @@ def cofiring(active: torch.Tensor, radius: int = 4, batch_size: int = 100) -> to
     if radius < 0:
         raise ValueError("radius must be >= 0")
     c = active.shape[1]
-    hits = torch.zeros(c, c, dtype=torch.float64)
+    hits = torch.zeros(c, c, dtype=torch.float64, device=active.device)
     for start in range(0, active.shape[0], batch_size):
         a = active[start:start + batch_size].float()
         near = F.max_pool2d(a, 2 * radius + 1, stride=1, padding=radius)
@@ -86,7 +86,8 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
     finally:
         model.train(was_training)
     return F.binary_cross_entropy_with_logits(
-        logits, presence_targets(labels, model.presence.out_features), reduction="none").mean(0)
+        logits, presence_targets(labels, model.presence.out_features).to(logits.device),
+        reduction="none").mean(0)
 
 
 def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.5,
