@@ -103,3 +103,18 @@ def test_finish_samples_hold_the_target_density(tmp_path, monkeypatch):
     assert ckpt.meta["samples_seen"] == 16 + 16  # target after two validations, then 16 more
     assert [h["lowered"] for h in ckpt.history] == [True, True, False, False]
     assert abs(ckpt.model.density - 0.5 * 0.75**2) < 1e-12
+
+
+def test_bf16_auto_follows_the_hardware(monkeypatch):
+    """bf16 None (auto): on for CUDA and for CPUs with native bf16 (AMX / AVX512-BF16),
+    off on other CPUs, where emulated bf16 made a step 6x slower; an explicit value wins."""
+    from sparling_core.training import loop
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
+    assert loop.use_bf16(TrainConfig(), cpu) is False
+    assert loop.use_bf16(TrainConfig(), cuda) is True
+    assert loop.use_bf16(TrainConfig(bf16=True), cpu) is True
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
+    assert loop.use_bf16(TrainConfig(), cpu) is True
+    assert loop.use_bf16(TrainConfig(bf16=False), cpu) is False
