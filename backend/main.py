@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import require_api_key
+from .errors import install_handlers
 from .routers import activations, analysis, channels, health, models, samples
 from .settings import Settings
 from .store import ModelStore
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(protected)
     app.include_router(v1)
 
+    install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
