@@ -56,6 +56,15 @@ class LoadedModel:
             return self._summaries
 
 
+def _without_paths(message: str, folder: Path) -> str:
+    """`message` with the checkpoint folder's path (as given and resolved) left out."""
+    for prefix in sorted({str(folder.resolve()), str(folder.absolute()), str(folder)},
+                         key=len, reverse=True):
+        if prefix not in (".", ""):
+            message = message.replace(prefix + "/", "").replace(prefix, "")
+    return message
+
+
 @dataclass
 class ModelStore:
     folder: Path
@@ -68,12 +77,17 @@ class ModelStore:
         """Load every checkpoint folder under `folder`; broken ones go to `errors`."""
         store = cls(Path(folder))
         if not store.folder.is_dir():
-            store.problem = (f"checkpoint folder {store.folder} does not exist; "
+            # messages that clients see name no server path; the log has it
+            log.warning("checkpoint folder %s does not exist", store.folder)
+            store.problem = ("the checkpoint folder does not exist; "
                              "set SPARLING_CHECKPOINTS to a folder of checkpoint folders")
-            log.warning(store.problem)
             return store
         for path in sorted(store.folder.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
+                continue
+            if path.is_symlink():  # a checkpoint is a real folder inside SPARLING_CHECKPOINTS
+                store.errors[path.name] = "is a symbolic link; not loaded"
+                log.warning("checkpoint %s not loaded: a symbolic link", path.name)
                 continue
             try:
                 checkpoint = load_checkpoint(path)
@@ -87,7 +101,9 @@ class ModelStore:
                 continue
             log.warning("checkpoint %s not loaded: %s", path.name, store.errors[path.name])
         if not store.models and store.problem is None:
-            store.problem = f"no checkpoint could be loaded from {store.folder}"
+            store.problem = "no checkpoint could be loaded from the checkpoint folder"
+        store.errors = {name: _without_paths(message, store.folder)
+                        for name, message in store.errors.items()}
         return store
 
     def get(self, model_id: str) -> LoadedModel | None:

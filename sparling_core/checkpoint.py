@@ -10,19 +10,28 @@
 
 Nothing is unpickled: weights come from safetensors, the training state through
 `torch.load(weights_only=True)`. Every file is written to a temporary name and renamed.
+
+Reading is safe against hostile folders: every file is opened inside the folder with
+O_NOFOLLOW | O_NONBLOCK (a symbolic link is refused, a FIFO never blocks) and must be a
+regular file no larger than its cap; the model config is type- and bounds-checked before
+any tensor is allocated.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from .models.sparling import ModelConfig, SparlingModel
 
@@ -41,8 +50,61 @@ MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.json", "met
 HISTORY_FILE, TRAIN_STATE_FILE = "history.jsonl", "train_state.pt"
 
 
+# the most a file of a checkpoint may hold; larger files are refused unread
+MAX_FILE_BYTES = {MODEL_FILE: 2 * 2**30, TRAIN_STATE_FILE: 4 * 2**30}
+MAX_TEXT_BYTES = 64 * 2**20  # config, metrics, history
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, partial or corrupt."""
+
+
+def _read_file(folder: Path, name: str) -> bytes | None:
+    """The bytes of FOLDER/NAME, or None when it does not exist. Refuses (CheckpointError) a
+    symbolic link, anything that is not a regular file (a FIFO, a device, a folder) and a
+    file over its size cap, without blocking or reading it."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CheckpointError(f"{folder} cannot be opened as a folder ({e.strerror})") from e
+    try:
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise CheckpointError(f"{folder}/{name} is a symbolic link; checkpoint files "
+                                      "must be regular files inside the folder") from e
+            raise CheckpointError(f"{folder}/{name} cannot be opened ({e.strerror})") from e
+    finally:
+        os.close(dir_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{folder}/{name} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        limit = MAX_FILE_BYTES.get(name, MAX_TEXT_BYTES)
+        if info.st_size > limit:
+            raise CheckpointError(f"{folder}/{name} is {info.st_size} bytes, more than the "
+                                  f"{limit} allowed")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CheckpointError(f"{folder}/{name} is larger than the {limit} bytes allowed")
+    return data
+
+
+def _read_text(folder: Path, name: str) -> str | None:
+    data = _read_file(folder, name)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{folder}/{name} is not UTF-8 text ({e})") from e
 
 
 @dataclass
@@ -101,28 +163,34 @@ def save_checkpoint(folder: str | Path, model: SparlingModel, *, samples_seen: i
     return folder
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(folder: Path, name: str) -> dict | None:
+    text = _read_text(folder, name)
+    if text is None:
+        return None
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt") from e
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{folder}/{name} is not valid JSON ({e}); "
+                              "the checkpoint is corrupt") from e
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
+        raise CheckpointError(f"{folder}/{name} must hold a JSON object")
     return data
 
 
 def read_history(folder: str | Path) -> list[dict]:
-    path = Path(folder) / HISTORY_FILE
-    if not path.exists():
+    folder = Path(folder)
+    text = _read_text(folder, HISTORY_FILE)
+    if text is None:
         return []
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path} line {i} is not valid JSON ({e})") from e
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{folder}/{HISTORY_FILE} line {i} is not valid JSON "
+                                  f"({e})") from e
     return rows
 
 
@@ -132,10 +200,11 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
-    for name in (CONFIG_FILE, MODEL_FILE):
-        if not (folder / name).is_file():
+    meta = _read_json(folder, CONFIG_FILE)
+    weights = _read_file(folder, MODEL_FILE) if meta is not None else None
+    for name, data in ((CONFIG_FILE, meta), (MODEL_FILE, weights)):
+        if data is None:
             raise CheckpointError(f"{folder} is not a complete checkpoint: {name} is missing")
-    meta = _read_json(folder / CONFIG_FILE)
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -145,16 +214,17 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{folder}/{CONFIG_FILE}: invalid model config ({e})") from e
     try:
-        state = load_file(folder / MODEL_FILE, device=str(device))
+        state = load_safetensors(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{folder}/{MODEL_FILE} cannot be read ({e})") from e
+    del weights
     model = SparlingModel(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{folder}/{MODEL_FILE} does not match its config: {e}") from e
     model.to(device).eval()
-    metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else None
+    metrics = _read_json(folder, METRICS_FILE)
     return Checkpoint(folder, model, config, meta, metrics, read_history(folder))
 
 
@@ -164,10 +234,11 @@ def save_train_state(folder: str | Path, state: dict) -> None:
 
 
 def load_train_state(folder: str | Path) -> dict | None:
-    path = Path(folder) / TRAIN_STATE_FILE
-    if not path.exists():
+    data = _read_file(Path(folder), TRAIN_STATE_FILE)
+    if data is None:
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(f"{path} cannot be loaded safely ({e})") from e
+        raise CheckpointError(f"{Path(folder) / TRAIN_STATE_FILE} cannot be loaded safely "
+                              f"({e})") from e

@@ -4,9 +4,11 @@ disclosure or unbounded memory."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import sys
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -74,3 +76,92 @@ def test_validation_errors_do_not_echo_large_inputs(client):
         assert r.status_code == 422
         assert len(r.content) < 10_000, (path, len(r.content))
         assert r.json()["detail"]  # still says what is wrong
+
+
+# --- 5. hostile checkpoint folders --------------------------------------------------------
+
+def _with_config(src: pathlib.Path, dst: pathlib.Path, **model) -> None:
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "config.json").read_text())
+    meta["model"].update(model)
+    (dst / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A checkpoints folder with one good model and many bad ones; a secret outside it."""
+    tiny = shared_tiny_checkpoint(tmp_path_factory)
+    base = tmp_path_factory.mktemp("hostile")
+    secret = base / "secret.json"
+    secret.write_text(json.dumps({"e2ee": 1.0, "password": "hunter2"}))
+    root = base / "checkpoints"
+    root.mkdir()
+    shutil.copytree(tiny, root / "good")
+    shutil.copytree(tiny, root / "metrics-link")
+    (root / "metrics-link" / "metrics.json").unlink()
+    (root / "metrics-link" / "metrics.json").symlink_to(secret)
+    shutil.copytree(tiny, root / "weights-link")
+    (root / "weights-link" / "model.safetensors").unlink()
+    (root / "weights-link" / "model.safetensors").symlink_to(tiny / "model.safetensors")
+    (root / "folder-link").symlink_to(tiny, target_is_directory=True)
+    shutil.copytree(tiny, root / "fifo-history")
+    (root / "fifo-history" / "history.jsonl").unlink()
+    os.mkfifo(root / "fifo-history" / "history.jsonl")
+    shutil.copytree(tiny, root / "dir-metrics")
+    (root / "dir-metrics" / "metrics.json").unlink()
+    (root / "dir-metrics" / "metrics.json").mkdir()
+    _with_config(tiny, root / "float-size", image_size=100.0)
+    _with_config(tiny, root / "bool-channels", motif_channels=True)
+    _with_config(tiny, root / "huge-width", d_model=10**9)
+    _with_config(tiny, root / "string-layers", motif_layers="3")
+    shutil.copytree(tiny, root / "latin1-metrics")
+    (root / "latin1-metrics" / "metrics.json").write_bytes(b'{"note": "caf\xe9"}')
+    shutil.copytree(tiny, root / "model-not-object")
+    meta = json.loads((root / "model-not-object" / "config.json").read_text())
+    (root / "model-not-object" / "config.json").write_text(json.dumps({**meta, "model": 5}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile_client(hostile):
+    result = {}
+
+    def start():
+        result["client"] = make_client(hostile).__enter__()
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "start-up hangs on a hostile checkpoint folder"
+    yield result["client"]
+    result["client"].__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("metrics-link", "symbolic link"),
+    ("weights-link", "symbolic link"),
+    ("folder-link", "symbolic link"),
+    ("fifo-history", "not a regular file"),
+    ("dir-metrics", "not a regular file"),
+    ("float-size", "image_size must be an integer"),
+    ("bool-channels", "motif_channels must be an integer"),
+    ("huge-width", "d_model must be in"),
+    ("string-layers", "motif_layers must be an integer"),
+    ("latin1-metrics", "not UTF-8"),
+    ("model-not-object", "invalid model config"),
+])
+def test_hostile_checkpoint_folders_are_refused_alone(hostile_client, hostile, name, reason):
+    ready = hostile_client.get("/v1/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["models"] == ["good"], body  # the others do not touch the good one
+    assert reason in body["errors"][name]
+    assert str(hostile) not in ready.text  # no server path
+    assert hostile_client.get(f"/v1/models/{name}").status_code == 404
+    r = hostile_client.post("/v1/models/good/intervene", json={"seed": 1})
+    assert r.status_code == 200, r.text
+
+
+def test_symlinked_secrets_are_never_served(hostile_client):
+    for path in ("/v1/models", "/v1/models/good", "/v1/ready"):
+        assert "hunter2" not in hostile_client.get(path).text
