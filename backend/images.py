@@ -13,7 +13,13 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageError", "ImageTooLarge", "decode_upload"]
+__all__ = ["MAX_ASPECT_RATIO", "MAX_SIDE", "ImageError", "ImageTooLarge", "check_shape",
+           "decode_upload"]
+
+# Any image, uploaded or JSON: at most MAX_SIDE pixels a side and a side ratio of at most
+# MAX_ASPECT_RATIO (a 4,000,000 x 1 strip is no picture; it only costs memory).
+MAX_SIDE = 10_000
+MAX_ASPECT_RATIO = 100
 
 _PNG, _JPEG, _NPY = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x93NUMPY"
 
@@ -37,10 +43,21 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     raise ImageError("the upload is not a PNG, JPEG or .npy file")
 
 
+def check_shape(h: int, w: int) -> None:
+    """ImageTooLarge for a side over MAX_SIDE, ImageError for an absurd side ratio."""
+    if max(h, w) > MAX_SIDE:
+        raise ImageTooLarge(f"the image is {h}x{w} (rows x columns); a side may be at most "
+                            f"{MAX_SIDE} pixels")
+    if min(h, w) > 0 and max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        raise ImageError(f"the image is {h}x{w} (rows x columns); one side may be at most "
+                         f"{MAX_ASPECT_RATIO} times the other")
+
+
 def _check_pixels(h: int, w: int, max_pixels: int) -> None:
     if h * w > max_pixels:
         raise ImageTooLarge(f"the image is {h}x{w} = {h * w} pixels, more than the "
                             f"{max_pixels} allowed")
+    check_shape(h, w)
 
 
 def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
