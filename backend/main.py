@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         store = await run_in_threadpool(ModelStore.load, settings.checkpoints)
+        for loaded in store.models.values():
+            loaded.max_response_values = settings.max_response_values
         log.info("loaded models %s from %s; errors: %s", sorted(store.models),
                  settings.checkpoints, store.errors)
         app.state.store = store

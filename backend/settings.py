@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key: str | None = None  # when set, /v1 routes except health / ready need X-API-Key
     channel_summary_n: int = Field(500, ge=1, le=100_000)  # validation images per summary
+    # numbers one response may carry (a dense 10x100x100 map is 100,000); more: 413
+    max_response_values: int = Field(500_000, ge=1)
+    # requests waiting or running per model (and for /v1/samples); more: 503 + Retry-After
+    max_queue_per_model: int = Field(16, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

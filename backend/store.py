@@ -13,13 +13,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from sparling_core.analysis import inspect as _inspect
 from sparling_core.analysis.inspect import channel_summaries, parse_channel_to_digit
 from sparling_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from sparling_core.domains import digit_circle as dc
 from sparling_core.models.sparling import SparlingModel
 
+from .errors import ResponseTooLarge
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def count_values(value, stop: int) -> int:
+    """The numbers and strings in a JSON-like value; counting stops soon after `stop`."""
+    count, todo = 0, [value]
+    while todo and count <= stop:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif item is not None:
+            count += 1
+    return count
+
+
+def _too_many(values: int, cap: int, what: str) -> str:
+    return (f"{what} would carry {values if values <= cap + 1 else f'more than {cap}'} "
+            f"values, more than the {cap} a response may carry (SPARLING_MAX_RESPONSE_VALUES); "
+            "send fewer images, or leave out dense=true")
 
 
 @dataclass
@@ -31,6 +54,7 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _summary_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _summaries: list[dict] | None = field(default=None, repr=False)
+    max_response_values: int | None = None  # SPARLING_MAX_RESPONSE_VALUES, set at start-up
 
     @property
     def model(self) -> SparlingModel:
@@ -43,9 +67,23 @@ class LoadedModel:
                                       self.checkpoint.config.motif_channels)
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """fn(model, *args, **kwargs) under this model's lock."""
+        """fn(model, *args, **kwargs) under this model's lock. ResponseTooLarge (413) when
+        the result would carry more than `max_response_values` numbers: dense maps are
+        refused before they are computed, anything else before it is serialised."""
+        cap = self.max_response_values
+        if cap is not None and fn is _inspect.run_images:
+            images = args[0] if args else kwargs["images"]
+            dense = args[1] if len(args) > 1 else kwargs.get("dense", False)
+            if dense:
+                values = len(images) * self.checkpoint.config.motif_channels * len(images[0]) \
+                    * len(images[0][0])
+                if values > cap:
+                    raise ResponseTooLarge(_too_many(values, cap, "dense maps"))
         with self.lock:
-            return fn(self.model, *args, **kwargs)
+            result = fn(self.model, *args, **kwargs)
+        if cap is not None and (count := count_values(result, cap)) > cap:
+            raise ResponseTooLarge(_too_many(count, cap, "this result"))
+        return result
 
     def summaries(self, n: int) -> list[dict]:
         """Channel summaries over n validation images: computed on first use, then cached."""

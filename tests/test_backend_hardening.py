@@ -165,3 +165,26 @@ def test_hostile_checkpoint_folders_are_refused_alone(hostile_client, hostile, n
 def test_symlinked_secrets_are_never_served(hostile_client):
     for path in ("/v1/models", "/v1/models/good", "/v1/ready"):
         assert "hunter2" not in hostile_client.get(path).text
+
+
+# --- 4. amplification: a cap on the values a response carries ------------------------------
+
+def test_tiny_images_cannot_amplify_into_huge_responses(client):
+    body = json.dumps({"images": [[[0]]] * 32})  # ~200 bytes
+    r = client.post("/v1/models/tiny/activations/batch", params={"fit": "resize", "dense": True},
+                    content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.status_code
+    detail = r.json()["detail"]
+    assert "500000" in detail and "SPARLING_MAX_RESPONSE_VALUES" in detail
+    one = client.post("/v1/models/tiny/activations", params={"fit": "resize", "dense": True},
+                      json={"image": [[0]]})
+    assert one.status_code == 200  # one dense map (100,000 values) is fine
+
+
+def test_the_cap_counts_sparse_activations_too(checkpoints):
+    with make_client(checkpoints, max_response_values=20_000) as c:
+        blank = [[0.0] * 100] * 100  # the tiny model fires thousands of entries on it
+        r = c.post("/v1/models/tiny/activations/batch", json={"images": [blank] * 8})
+        assert r.status_code == 413 and "20000" in r.json()["detail"]
+        r = c.post("/v1/models/tiny/intervene", json={"image": blank})
+        assert r.status_code == 413
