@@ -23,14 +23,14 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="needed when the server sets SPARLING_API_KEY")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     store = getattr(request.app.state, "store", None)
     if store is None:
         raise HTTPException(503, "models are not loaded yet; the server is starting")
@@ -40,7 +40,7 @@ def get_store(request: Request) -> ModelStore:
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 
 
-def require_api_key(settings: SettingsDep,
+async def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     if settings.api_key is None:
         return
@@ -49,7 +49,7 @@ def require_api_key(settings: SettingsDep,
                             headers={"WWW-Authenticate": "APIKey"})
 
 
-def get_model(store: StoreDep,
+async def get_model(store: StoreDep,
               model_id: Annotated[str, Path(description="a checkpoint folder name")]
               ) -> LoadedModel:
     loaded = store.get(model_id)  # ids come only from the folder listing, never from paths

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import require_api_key
 from .errors import install_handlers
+from .limits import InferenceQueue
 from .routers import activations, analysis, channels, health, models, samples
 from .settings import Settings
 from .store import ModelStore
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(InferenceQueue, max_queue=settings.max_queue_per_model)  # outermost
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],

@@ -17,6 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from helpers import shared_tiny_checkpoint  # noqa: E402
 
+from backend.limits import InferenceQueue  # noqa: E402
 from backend.main import create_app  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
@@ -188,3 +189,55 @@ def test_the_cap_counts_sparse_activations_too(checkpoints):
         assert r.status_code == 413 and "20000" in r.json()["detail"]
         r = c.post("/v1/models/tiny/intervene", json={"image": blank})
         assert r.status_code == 413
+
+
+# --- 3. backpressure; health and readiness never wait for the thread pool ------------------
+
+def test_a_full_queue_answers_503_with_retry_after_and_health_stays_fast(checkpoints):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"image": [[0.0] * 100] * 100}
+    with make_client(checkpoints, max_queue_per_model=2) as c:
+        loaded = c.app.state.store.get("tiny")
+        loaded.lock.acquire()  # the model is busy: requests queue behind it
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                waiting = [pool.submit(c.post, "/v1/models/tiny/activations", json=body)
+                           for _ in range(2)]
+                queue = c.app.middleware_stack
+                while not isinstance(queue, InferenceQueue):
+                    queue = queue.app
+                deadline = time.monotonic() + 20
+                while queue.active.get("model:tiny", 0) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert queue.active.get("model:tiny") == 2
+                r = c.post("/v1/models/tiny/activations", json=body)
+                assert r.status_code == 503, r.text
+                assert r.headers["Retry-After"] == "1"
+                assert "SPARLING_MAX_QUEUE_PER_MODEL" in r.json()["detail"]
+                other = c.get("/v1/samples/3")  # another queue: not blocked by this model
+                assert other.status_code == 200
+                start = time.monotonic()
+                assert c.get("/v1/health").status_code == 200
+                assert c.get("/v1/ready").status_code == 200
+                assert time.monotonic() - start < 1.0
+                loaded.lock.release()
+                assert [f.result(timeout=30).status_code for f in waiting] == [200, 200]
+        finally:
+            if loaded.lock.locked():
+                loaded.lock.release()
+        assert c.post("/v1/models/tiny/activations", json=body).status_code == 200
+
+
+def test_health_and_ready_never_use_the_thread_pool():
+    """Sync endpoints and dependencies run in the thread pool, where the models' requests
+    wait; health and readiness (and what they depend on) are coroutines instead."""
+    import inspect
+
+    from backend import deps
+    from backend.routers import health
+
+    for fn in (health.health, health.ready, deps.get_store, deps.get_settings,
+               deps.get_model, deps.require_api_key):
+        assert inspect.iscoroutinefunction(fn), fn

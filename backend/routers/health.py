@@ -9,12 +9,12 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     return Health()
 
 
 @router.get("/ready", response_model=Ready, responses={503: {"model": ErrorDetail}})
-def ready(store: StoreDep) -> Ready:
+async def ready(store: StoreDep) -> Ready:
     if not store.models:
         raise HTTPException(503, store.problem or "no model loaded")
     return Ready(models=sorted(store.models), errors=store.errors)
