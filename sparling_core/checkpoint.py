@@ -9,7 +9,14 @@
                           optional: shipped copies may omit it
 
 Nothing is unpickled: weights come from safetensors, the training state through
-`torch.load(weights_only=True)`. Every file is written to a temporary name and renamed.
+`torch.load(weights_only=True)`.
+
+A save is one generation, all files or none: they are written into a fresh sibling folder
+`.NAME.tmp-*`, which then replaces NAME by two renames (NAME -> `.NAME.old-*`, the new
+folder -> NAME). A kill between the two leaves no NAME but the complete previous
+generation, which the next save or load (`recover`) renames back; stale temporary folders
+and files are removed then. Other files in the folder (an evaluation report) are carried
+into the new generation; metrics.json is not (it described the previous weights).
 
 Reading is safe against hostile folders: every file is opened inside the folder with
 O_NOFOLLOW | O_NONBLOCK (a symbolic link is refused, a FIFO never blocks) and must be a
@@ -20,11 +27,14 @@ any tensor is allocated.
 from __future__ import annotations
 
 import errno
+import glob
 import io
 import json
 import os
+import shutil
 import stat
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +52,9 @@ __all__ = [
     "load_checkpoint",
     "read_history",
     "atomic_write_text",
+    "recover",
+    "read_config",
+    "holds_checkpoint",
     "FORMAT_VERSION",
 ]
 
@@ -140,13 +153,83 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
+GENERATION_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, TRAIN_STATE_FILE)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(folder: str | Path) -> None:
+    """Finish what a killed save left: bring back the previous generation when NAME is
+    missing, and remove temporary folders and files."""
+    folder = Path(folder)
+    parent, pattern = folder.parent, glob.escape(f".{folder.name}.")
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(pattern + "old-*"), key=lambda p: p.stat().st_mtime)
+    if not folder.exists() and olds:
+        os.rename(olds.pop(), folder)
+    for stale in [*olds, *parent.glob(pattern + "tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp"):  # the per-file temporaries of older versions
+            stale.unlink(missing_ok=True)
+
+
+def holds_checkpoint(folder: str | Path) -> bool:
+    """Whether `folder` has (part of) a checkpoint in it."""
+    folder = Path(folder)
+    return any((folder / name).exists() for name in (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE))
+
+
+def _write_generation(folder: Path, writers: dict, carry_over: bool) -> None:
+    """Write `writers` ({file name: write(path)}) as one new generation of `folder`."""
+    recover(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; checkpoints are read by other users
+        if carry_over and folder.is_dir():
+            for entry in folder.iterdir():
+                if (entry.name in GENERATION_FILES or entry.name.startswith(".")
+                        or entry.is_symlink() or not entry.is_file()):
+                    continue
+                shutil.copy2(entry, tmp / entry.name)
+        for name, write in writers.items():
+            write(str(tmp / name))
+            with open(tmp / name, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp / name, 0o644)
+        _fsync_dir(tmp)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            _fsync_dir(folder.parent)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+            _fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_checkpoint(folder: str | Path, model: SparlingModel, *, samples_seen: int = 0,
                     train_config: dict | None = None, metrics: dict | None = None,
-                    history: list[dict] | None = None) -> Path:
-    """Write model.safetensors and config.json (and metrics / history when given)."""
+                    history: list[dict] | None = None, train_state: dict | None = None,
+                    carry_over: bool = True) -> Path:
+    """Write model.safetensors and config.json (and metrics, history and the training
+    state when given) as one generation: all of them or none. `carry_over`: keep the
+    folder's other files (not the checkpoint's own)."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(folder / MODEL_FILE, lambda tmp: save_file(state, tmp))
+    writers = {MODEL_FILE: lambda tmp: save_file(state, tmp)}
     meta = {
         "format_version": FORMAT_VERSION,
         "model": model.config.to_dict(),
@@ -155,11 +238,16 @@ def save_checkpoint(folder: str | Path, model: SparlingModel, *, samples_seen: i
         "density": model.density,
         "parameters": model.num_parameters(),
     }
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    texts = {CONFIG_FILE: json.dumps(meta, indent=2) + "\n"}
     if metrics is not None:
-        atomic_write_text(folder / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        texts[METRICS_FILE] = json.dumps(metrics, indent=2) + "\n"
     if history is not None:
-        atomic_write_text(folder / HISTORY_FILE, "".join(json.dumps(h) + "\n" for h in history))
+        texts[HISTORY_FILE] = "".join(json.dumps(h) + "\n" for h in history)
+    for name, text in texts.items():
+        writers[name] = lambda tmp, text=text: Path(tmp).write_text(text)
+    if train_state is not None:
+        writers[TRAIN_STATE_FILE] = lambda tmp: torch.save(train_state, tmp)
+    _write_generation(folder, writers, carry_over)
     return folder
 
 
@@ -228,8 +316,15 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     return Checkpoint(folder, model, config, meta, metrics, read_history(folder))
 
 
+def read_config(folder: str | Path) -> dict:
+    """config.json of `folder` ({} when absent)."""
+    return _read_json(Path(folder), CONFIG_FILE) or {}
+
+
 def save_train_state(folder: str | Path, state: dict) -> None:
-    """The resumable state: plain tensors, numbers, strings, lists and dicts only."""
+    """The resumable state alone (the trainer saves it with the checkpoint, as one
+    generation: save_checkpoint(train_state=...)): plain tensors, numbers, strings, lists
+    and dicts only."""
     _atomic_write(Path(folder) / TRAIN_STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 

@@ -46,7 +46,10 @@ def train(
     seed: Annotated[int | None, typer.Option(help="weight initialisation seed")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+    force: Annotated[bool, typer.Option(
+        help="start afresh even if OUT already holds a checkpoint (it is replaced)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet", "-v/-q",
+                                          help="log every validation")] = True,
 ) -> None:
     """Train a model on a domain (config file and/or flags; flags win)."""
     from .domains import get_domain
@@ -59,11 +62,18 @@ def train(
         if not config.is_file():
             _fail(f"config file {config} does not exist")
         try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as e:
+            data = json.loads(config.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            _fail(f"config file {config} is not UTF-8 text: {e}")
+        except (json.JSONDecodeError, RecursionError) as e:
             _fail(f"config file {config} is not valid JSON: {e}")
+        except OSError as e:
+            _fail(f"config file {config} cannot be read: {e.strerror}")
         if not isinstance(data, dict):
             _fail(f"config file {config} must hold a JSON object")
+    if not isinstance(data.get("model", {}), dict):
+        _fail(f"config file {config}: \"model\" must be a JSON object of model settings, "
+              f"got {data['model']!r}"[:300])
     model = dict(data.get("model", {}))
     if model_size == "tiny":
         model = {**digit_circle_tiny().to_dict(), **model}
@@ -98,7 +108,7 @@ def train(
     from .training.loop import train as run
 
     try:
-        folder = run(cfg, resume=resume, progress=progress)
+        folder = run(cfg, resume=resume, progress=progress, force=force)
     except CheckpointError as e:
         _fail(str(e))
     typer.echo(f"checkpoint: {folder}")
@@ -109,8 +119,11 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder")],
     n: Annotated[int, typer.Option("--n", min=1, help="number of test images")] = 10_000,
     first_seed: Annotated[int | None, typer.Option(min=0, help="default: the test range")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here "
-                         "(default: update CHECKPOINT/metrics.json)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")
+                         ] = None,
+    update_metrics: Annotated[bool, typer.Option(
+        "--update-metrics", help="write the report to CHECKPOINT/metrics.json (what the "
+        "API serves; a shipped checkpoint's metrics.json is tracked by git)")] = False,
     split: Annotated[str, typer.Option(help="train | val | test")] = "test",
     batch_size: Annotated[int, typer.Option(min=1)] = 100,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -120,6 +133,17 @@ def evaluate(
     from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
     from .domains import digit_circle as dc
 
+    if not checkpoint.is_dir():
+        _fail(f"checkpoint folder {checkpoint} does not exist")
+    if (json_path is None) == (not update_metrics):
+        _fail("say where the report goes: --json PATH, or --update-metrics to rewrite "
+              "CHECKPOINT/metrics.json" if json_path is None else
+              "give --json PATH or --update-metrics, not both")
+    target = json_path if json_path is not None else checkpoint / "metrics.json"
+    if not target.parent.is_dir():  # fail now, not after minutes of evaluation
+        _fail(f"cannot write {target}: folder {target.parent} does not exist")
+    if target.is_dir():
+        _fail(f"cannot write {target}: it is a folder")
     try:
         ckpt = load_checkpoint(checkpoint)
     except CheckpointError as e:
@@ -129,7 +153,6 @@ def evaluate(
     report["checkpoint"] = ckpt.name
     report["samples_seen"] = ckpt.meta.get("samples_seen")
     text = json.dumps(report, indent=2) + "\n"
-    target = json_path if json_path is not None else checkpoint / "metrics.json"
     atomic_write_text(target, text)
     def pct(key: str) -> str:
         return "n/a" if report.get(key) is None else f"{report[key]:.2f}%"

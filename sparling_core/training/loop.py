@@ -21,9 +21,12 @@ from tqdm.auto import tqdm
 
 from ..analysis.evaluate import PAPER_DENSITY, exact_match_accuracy
 from ..checkpoint import (
+    CheckpointError,
+    holds_checkpoint,
     load_train_state,
+    read_config,
+    recover,
     save_checkpoint,
-    save_train_state,
 )
 from ..domains import Domain, get_domain
 from ..models.sparling import IGNORE, ModelConfig, SparlingModel, encode_labels, presence_targets
@@ -85,6 +88,9 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"model must be an object of model settings, got {self.model!r}")
+        self._check_types()
         if self.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"schedule must be 'adaptive' or 'fixed', got {self.schedule!r}")
         for name in ("batch_size", "max_samples", "val_every", "val_size"):
@@ -102,6 +108,24 @@ class TrainConfig:
             raise ValueError("resample_target_weight must be positive")
         if self.resample_retry_error < self.resample_min_error:
             raise ValueError("resample_retry_error must be >= resample_min_error")
+
+    def _check_types(self) -> None:
+        """Each field has its annotated type: an int is an int (not a float or a bool), a
+        float any finite number, a bool a bool; `| None` allows None."""
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), str(f.type).replace(" ", "").split("|")
+            if value is None and "None" in kinds:
+                continue
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if "int" in kinds and is_int:
+                continue
+            if "float" in kinds and (is_int or isinstance(value, float)) and \
+                    math.isfinite(value):
+                continue
+            if ("bool" in kinds and isinstance(value, bool)) or \
+                    ("str" in kinds and isinstance(value, str)) or "ModelConfig" in kinds:
+                continue
+            raise ValueError(f"{f.name} must be {' or '.join(kinds)}, got {value!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -179,8 +203,35 @@ def _check_domain(model: ModelConfig, domain: Domain) -> None:
                          + "; ".join(wrong))
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+# training settings a resume must keep: the data position and the saved tensors depend on
+# them (the budgets, the validation interval and the learning rate may change)
+RESUME_FIXED = ("batch_size", "schedule", "seed")
+
+
+def _check_resume(config: TrainConfig, saved: dict, out: Path) -> None:
+    """CheckpointError (one line) when `config` cannot continue the run saved in `out`."""
+    model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+    ours = config.model.to_dict()
+    wrong = [f"model.{k}: saved {model.get(k)!r}, now {v!r}" for k, v in ours.items()
+             if k in model and model[k] != v]
+    train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    wrong += [f"{k}: saved {train[k]!r}, now {getattr(config, k)!r}" for k in RESUME_FIXED
+              if k in train and train[k] != getattr(config, k)]
+    if wrong:
+        raise CheckpointError(f"cannot resume {out} with another configuration ("
+                              + "; ".join(wrong) + "); use the saved one or a new --out")
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True,
+          force: bool = False) -> Path:
+    """Train, saving a checkpoint generation at every validation. `resume`: continue from
+    the state in config.out. A fresh run refuses a folder that holds a checkpoint unless
+    `force` (then that checkpoint is replaced at the first save)."""
     out = Path(config.out)
+    recover(out)  # a save killed between its two renames, stale temporaries
+    if not resume and not force and holds_checkpoint(out):
+        raise CheckpointError(f"{out} already holds a checkpoint: resume it (--resume) or "
+                              "replace it (--force)")
     if config.threads:
         torch.set_num_threads(config.threads)
 
@@ -199,8 +250,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     retries: dict[int, int] = {}  # resampled channel -> redraws since its first draw
     state = load_train_state(out) if resume else None
     if resume and state is None:
+        if holds_checkpoint(out) and not force:
+            raise CheckpointError(f"{out} holds a checkpoint without a training state; "
+                                  "it cannot be resumed (--force starts afresh over it)")
         logger.warning("no training state in %s: starting from scratch", out)
     if state is not None:
+        _check_resume(config, state.get("config") or read_config(out), out)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -217,17 +272,23 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     val_images, val_labels = domain.batch(
         domain.samples(val_seeds[:min(config.val_size, len(val_seeds))], "val"))
 
+    fresh = state is None  # the first save of a fresh run keeps nothing of the folder
+
     def save(metrics: dict | None = None) -> None:
-        save_train_state(out, {
+        nonlocal fresh
+        train_state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
             "samples_seen": samples_seen, "finish_from": finish_from,
             "last_resample": last_resample,
             "resample_pending": [[c, d] for c, d in pending.items()],
             "resample_retries": [[c, k] for c, k in retries.items()], "history": history,
-        })
+            "config": {"model": config.model.to_dict(), "train": config.to_dict()},
+        }
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
-                        history=history, metrics=metrics)
+                        history=history, metrics=metrics, train_state=train_state,
+                        carry_over=not fresh)
+        fresh = False
 
     # 2. The loop.
     start_time, start_samples = time.monotonic(), samples_seen
