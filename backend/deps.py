@@ -40,22 +40,35 @@ async def get_store(request: Request) -> ModelStore:
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 
 
+def _key_ok(settings: Settings, key: str | None) -> bool:
+    return settings.api_key is None or (
+        key is not None and secrets.compare_digest(key.encode(), settings.api_key.encode()))
+
+
 async def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
-    if settings.api_key is None:
-        return
-    if key is None or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
+    if not _key_ok(settings, key):
         raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header",
                             headers={"WWW-Authenticate": "APIKey"})
+
+
+async def may_see_details(settings: SettingsDep, key: Annotated[
+        str | None, Security(_api_key_header)] = None) -> bool:
+    """Whether an open route (readiness) may show model ids and load errors: always without
+    SPARLING_API_KEY, else only with the key."""
+    return _key_ok(settings, key)
+
+
+DetailsDep = Annotated[bool, Depends(may_see_details)]
 
 
 async def get_model(store: StoreDep,
               model_id: Annotated[str, Path(description="a checkpoint folder name")]
               ) -> LoadedModel:
     loaded = store.get(model_id)  # ids come only from the folder listing, never from paths
-    if loaded is None:
-        known = ", ".join(sorted(store.models)) or "none loaded"
-        raise HTTPException(404, f"unknown model {model_id!r}; available: {known}")
+    if loaded is None:  # the ids are listed by GET /v1/models (behind the key, if any)
+        shown = model_id if len(model_id) <= 100 else model_id[:100] + "..."
+        raise HTTPException(404, f"unknown model {shown!r}; GET /v1/models lists the models")
     return loaded
 
 

@@ -8,6 +8,7 @@ are. The pixel count is checked from the header before anything is decoded.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -30,6 +31,16 @@ class ImageError(ValueError):
 
 class ImageTooLarge(ImageError):
     """The image has more pixels than allowed."""
+
+
+_ADDRESS = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>|0x[0-9a-fA-F]{6,}")
+
+
+def _public(e: BaseException) -> str:
+    """An exception's text without object reprs and addresses (`<_io.BytesIO object at
+    0x7f...>`), shortened: it goes back to the client."""
+    text = _ADDRESS.sub("the upload", str(e))
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
@@ -72,9 +83,10 @@ def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLarge(f"the image is too large to decode ({e})") from e
+        raise ImageTooLarge(f"the image is too large to decode ({_public(e)})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"the image cannot be decoded; is it truncated or corrupt? ({e})") from e
+        raise ImageError("the image cannot be decoded; is it truncated or corrupt? "
+                         f"({_public(e)})") from e
 
 
 def _pillow_ink(im: Image.Image) -> np.ndarray:
@@ -99,7 +111,7 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except (ValueError, OSError, SyntaxError, TypeError) as e:
-        raise ImageError(f"the .npy header cannot be read ({e})") from e
+        raise ImageError(f"the .npy header cannot be read ({_public(e)})") from e
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.shape:
         raise ImageError(f"the .npy array must hold numbers (bool, int or float), not {dtype}")
     if len(shape) == 3 and shape[2] in (1, 3, 4):
@@ -115,7 +127,7 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         arr = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ImageError(f"the .npy file cannot be read ({e})") from e
+        raise ImageError(f"the .npy file cannot be read ({_public(e)})") from e
     if arr.ndim == 3:
         arr = arr[..., :3].astype(np.float64).mean(axis=2)  # grey: mean of the colours
     if dtype.kind == "f" and not np.isfinite(arr).all():

@@ -241,3 +241,47 @@ def test_health_and_ready_never_use_the_thread_pool():
     for fn in (health.health, health.ready, deps.get_store, deps.get_settings,
                deps.get_model, deps.require_api_key):
         assert inspect.iscoroutinefunction(fn), fn
+
+
+# --- 6. disclosure ----------------------------------------------------------------------------
+
+def test_readiness_shows_no_server_paths(tmp_path):
+    missing, empty = tmp_path.resolve() / "nowhere", tmp_path.resolve() / "empty"
+    empty.mkdir()
+    (empty / "junk").mkdir()
+    for folder in (missing, empty):
+        with make_client(folder) as c:
+            r = c.get("/v1/ready")
+            assert r.status_code == 503
+            assert str(tmp_path.resolve()) not in r.text and "/" not in r.json()["detail"]
+
+
+@pytest.mark.parametrize("data", [
+    b"\x89PNG\r\n\x1a\n" + b"\0" * 40,  # a PNG signature, then garbage
+    b"\xff\xd8\xff" + b"\0" * 40,
+    b"\x93NUMPY\x01\x00\x10\x00{'descr': 'foo'}\n",
+])
+def test_image_errors_carry_no_object_addresses(client, data):
+    r = client.post("/v1/models/tiny/activations", files={"file": ("x", data)})
+    assert r.status_code == 422
+    assert "0x" not in r.text and " at 0" not in r.text and "object" not in r.text, r.text
+
+
+def test_unknown_model_404_lists_no_ids(client):
+    r = client.get("/v1/models/nope")
+    assert r.status_code == 404 and "tiny" not in r.text
+    assert "GET /v1/models" in r.json()["detail"]
+
+
+def test_with_an_api_key_only_health_readiness_and_docs_stay_open(checkpoints):
+    key = {"X-API-Key": "s3cret"}
+    with make_client(checkpoints, api_key="s3cret") as c:
+        assert c.get("/v1/health").json() == {"status": "ok"}
+        open_ready = c.get("/v1/ready").json()
+        assert open_ready == {"status": "ready", "models": [], "errors": {}}
+        assert c.get("/v1/ready", headers=key).json()["models"] == ["tiny"]
+        assert c.get("/openapi.json").status_code == 200
+        for path in ("/v1/models", "/v1/models/tiny", "/v1/samples/3", "/v1/models/nope"):
+            assert c.get(path).status_code == 401, path
+            assert "tiny" not in c.get(path).text
+        assert c.get("/v1/models", headers=key).status_code == 200
