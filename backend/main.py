@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import require_api_key
@@ -64,6 +66,32 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle package's files (served under
+    /docs-assets), not from a CDN. Without that package /docs says so and links the
+    schema."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if swagger_ui_path is None:
+            return HTMLResponse(
+                "<!doctype html><title>Sparling Motif Explorer API</title><p>The interactive "
+                "docs need the <code>swagger-ui-bundle</code> package (pip install "
+                "'.[serve]'); it is not installed on this server. The API's schema is at "
+                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -78,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
 
     app = FastAPI(
+        docs_url=None,  # served below from local assets: /docs must work without internet
+        redoc_url=None,
         title="Sparling Motif Explorer API",
         version="1.0.0",
         description="Inspect Sparling models: sparse motif activations, per-image analysis "
@@ -87,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = None
 
+    _add_docs(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(require_api_key)])

@@ -285,3 +285,39 @@ def test_with_an_api_key_only_health_readiness_and_docs_stay_open(checkpoints):
             assert c.get(path).status_code == 401, path
             assert "tiny" not in c.get(path).text
         assert c.get("/v1/models", headers=key).status_code == 200
+
+
+# --- 7. /docs without internet ------------------------------------------------------------------
+
+def test_docs_load_every_asset_from_this_server(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assets = [u for u in urls if u.endswith((".js", ".css"))]
+    assert len(assets) >= 2, page.text
+    for url in urls:
+        assert not url.startswith(("http:", "https:", "//")), url  # no CDN
+    for url in assets:
+        r = client.get(url)
+        assert r.status_code == 200 and len(r.content) > 1000, url
+    assert "SwaggerUIBundle" in client.get(assets[0] if assets[0].endswith(".js")
+                                           else assets[1]).text
+
+
+def test_docs_without_the_assets_package_say_so(checkpoints, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bundle(name, *args, **kwargs):
+        if name == "swagger_ui_bundle":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bundle)
+    with make_client(checkpoints) as c:
+        page = c.get("/docs")
+    assert page.status_code == 200 and "swagger-ui-bundle" in page.text
+    assert "/openapi.json" in page.text and "https:" not in page.text
