@@ -66,6 +66,22 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class InstanceHeader:
+    """`X-Sparling-Instance: ID` on every response when SPARLING_INSTANCE_ID is set, so that
+    a launcher (scripts/demo.sh) can tell its own server from another one on the port."""
+
+    def __init__(self, app: ASGIApp, instance_id: str):
+        self.app, self.header = app, (b"x-sparling-instance", instance_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, tagged if scope["type"] == "http" else send)
+
+
 def _add_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the swagger-ui-bundle package's files (served under
     /docs-assets), not from a CDN. Without that package /docs says so and links the
@@ -129,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(InferenceQueue, max_queue=settings.max_queue_per_model)  # outermost
+    if settings.instance_id:
+        app.add_middleware(InstanceHeader, instance_id=settings.instance_id)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],
