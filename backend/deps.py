@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Annotated
 
@@ -22,14 +23,14 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="needed when the server sets SPARLING_API_KEY")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     store = getattr(request.app.state, "store", None)
     if store is None:
         raise HTTPException(503, "models are not loaded yet; the server is starting")
@@ -39,22 +40,35 @@ def get_store(request: Request) -> ModelStore:
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 
 
-def require_api_key(settings: SettingsDep,
+def _key_ok(settings: Settings, key: str | None) -> bool:
+    return settings.api_key is None or (
+        key is not None and secrets.compare_digest(key.encode(), settings.api_key.encode()))
+
+
+async def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
-    if settings.api_key is None:
-        return
-    if key is None or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
+    if not _key_ok(settings, key):
         raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header",
                             headers={"WWW-Authenticate": "APIKey"})
 
 
-def get_model(store: StoreDep,
+async def may_see_details(settings: SettingsDep, key: Annotated[
+        str | None, Security(_api_key_header)] = None) -> bool:
+    """Whether an open route (readiness) may show model ids and load errors: always without
+    SPARLING_API_KEY, else only with the key."""
+    return _key_ok(settings, key)
+
+
+DetailsDep = Annotated[bool, Depends(may_see_details)]
+
+
+async def get_model(store: StoreDep,
               model_id: Annotated[str, Path(description="a checkpoint folder name")]
               ) -> LoadedModel:
     loaded = store.get(model_id)  # ids come only from the folder listing, never from paths
-    if loaded is None:
-        known = ", ".join(sorted(store.models)) or "none loaded"
-        raise HTTPException(404, f"unknown model {model_id!r}; available: {known}")
+    if loaded is None:  # the ids are listed by GET /v1/models (behind the key, if any)
+        shown = model_id if len(model_id) <= 100 else model_id[:100] + "..."
+        raise HTTPException(404, f"unknown model {shown!r}; GET /v1/models lists the models")
     return loaded
 
 
@@ -70,8 +84,16 @@ async def read_image(request: Request, settings: SettingsDep) -> np.ndarray:
                                  "or a multipart form with a `file` field")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
+        # json.loads, then validation: pydantic's own JSON parser holds ~100 bytes of Rust
+        # memory per number while it validates (100 MB for a 2 MB body of zeros)
         try:
-            return np.asarray(ImageIn.model_validate_json(body).image, dtype=np.float64)
+            data = json.loads(body)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+            raise RequestValidationError([{
+                "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                "input": {}, "ctx": {"error": str(e)[:200]}}]) from e
+        try:
+            return np.asarray(ImageIn.model_validate(data).image, dtype=np.float64)
         except ValidationError as e:
             errors = e.errors(include_url=False, include_input=False)
             for error in errors:

@@ -8,12 +8,19 @@ are. The pixel count is checked from the header before anything is decoded.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageError", "ImageTooLarge", "decode_upload"]
+__all__ = ["MAX_ASPECT_RATIO", "MAX_SIDE", "ImageError", "ImageTooLarge", "check_shape",
+           "decode_upload"]
+
+# Any image, uploaded or JSON: at most MAX_SIDE pixels a side and a side ratio of at most
+# MAX_ASPECT_RATIO (a 4,000,000 x 1 strip is no picture; it only costs memory).
+MAX_SIDE = 10_000
+MAX_ASPECT_RATIO = 100
 
 _PNG, _JPEG, _NPY = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x93NUMPY"
 
@@ -24,6 +31,16 @@ class ImageError(ValueError):
 
 class ImageTooLarge(ImageError):
     """The image has more pixels than allowed."""
+
+
+_ADDRESS = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>|0x[0-9a-fA-F]{6,}")
+
+
+def _public(e: BaseException) -> str:
+    """An exception's text without object reprs and addresses (`<_io.BytesIO object at
+    0x7f...>`), shortened: it goes back to the client."""
+    text = _ADDRESS.sub("the upload", str(e))
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
@@ -37,10 +54,21 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     raise ImageError("the upload is not a PNG, JPEG or .npy file")
 
 
+def check_shape(h: int, w: int) -> None:
+    """ImageTooLarge for a side over MAX_SIDE, ImageError for an absurd side ratio."""
+    if max(h, w) > MAX_SIDE:
+        raise ImageTooLarge(f"the image is {h}x{w} (rows x columns); a side may be at most "
+                            f"{MAX_SIDE} pixels")
+    if min(h, w) > 0 and max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        raise ImageError(f"the image is {h}x{w} (rows x columns); one side may be at most "
+                         f"{MAX_ASPECT_RATIO} times the other")
+
+
 def _check_pixels(h: int, w: int, max_pixels: int) -> None:
     if h * w > max_pixels:
         raise ImageTooLarge(f"the image is {h}x{w} = {h * w} pixels, more than the "
                             f"{max_pixels} allowed")
+    check_shape(h, w)
 
 
 def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
@@ -55,9 +83,10 @@ def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLarge(f"the image is too large to decode ({e})") from e
+        raise ImageTooLarge(f"the image is too large to decode ({_public(e)})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"the image cannot be decoded; is it truncated or corrupt? ({e})") from e
+        raise ImageError("the image cannot be decoded; is it truncated or corrupt? "
+                         f"({_public(e)})") from e
 
 
 def _pillow_ink(im: Image.Image) -> np.ndarray:
@@ -82,7 +111,7 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except (ValueError, OSError, SyntaxError, TypeError) as e:
-        raise ImageError(f"the .npy header cannot be read ({e})") from e
+        raise ImageError(f"the .npy header cannot be read ({_public(e)})") from e
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.shape:
         raise ImageError(f"the .npy array must hold numbers (bool, int or float), not {dtype}")
     if len(shape) == 3 and shape[2] in (1, 3, 4):
@@ -98,7 +127,7 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         arr = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ImageError(f"the .npy file cannot be read ({e})") from e
+        raise ImageError(f"the .npy file cannot be read ({_public(e)})") from e
     if arr.ndim == 3:
         arr = arr[..., :3].astype(np.float64).mean(axis=2)  # grey: mean of the colours
     if dtype.kind == "f" and not np.isfinite(arr).all():

@@ -10,10 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import require_api_key
+from .errors import install_handlers
+from .limits import InferenceQueue
 from .routers import activations, analysis, channels, health, models, samples
 from .settings import Settings
 from .store import ModelStore
@@ -62,18 +66,64 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class InstanceHeader:
+    """`X-Sparling-Instance: ID` on every response when SPARLING_INSTANCE_ID is set, so that
+    a launcher (scripts/demo.sh) can tell its own server from another one on the port."""
+
+    def __init__(self, app: ASGIApp, instance_id: str):
+        self.app, self.header = app, (b"x-sparling-instance", instance_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, tagged if scope["type"] == "http" else send)
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle package's files (served under
+    /docs-assets), not from a CDN. Without that package /docs says so and links the
+    schema."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if swagger_ui_path is None:
+            return HTMLResponse(
+                "<!doctype html><title>Sparling Motif Explorer API</title><p>The interactive "
+                "docs need the <code>swagger-ui-bundle</code> package (pip install "
+                "'.[serve]'); it is not installed on this server. The API's schema is at "
+                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         store = await run_in_threadpool(ModelStore.load, settings.checkpoints)
+        for loaded in store.models.values():
+            loaded.max_response_values = settings.max_response_values
         log.info("loaded models %s from %s; errors: %s", sorted(store.models),
                  settings.checkpoints, store.errors)
         app.state.store = store
         yield
 
     app = FastAPI(
+        docs_url=None,  # served below from local assets: /docs must work without internet
+        redoc_url=None,
         title="Sparling Motif Explorer API",
         version="1.0.0",
         description="Inspect Sparling models: sparse motif activations, per-image analysis "
@@ -83,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = None
 
+    _add_docs(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(require_api_key)])
@@ -91,7 +142,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(protected)
     app.include_router(v1)
 
+    install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(InferenceQueue, max_queue=settings.max_queue_per_model)  # outermost
+    if settings.instance_id:
+        app.add_middleware(InstanceHeader, instance_id=settings.instance_id)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],

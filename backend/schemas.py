@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from .images import ImageError, check_shape
 
 MAX_BATCH = 32
 SEED_MAX = 2**32 - 1
+
+def _image_shape(rows: Any) -> Any:
+    """Side and side-ratio caps (backend.images.check_shape) for JSON images, checked on the
+    raw rows before a million numbers are validated one by one."""
+    if isinstance(rows, list) and rows and all(isinstance(row, list) for row in rows):
+        try:
+            check_shape(len(rows), max(len(row) for row in rows))
+        except ImageError as e:
+            raise ValueError(str(e)) from None
+    return rows
+
 
 # The range is documented in the schema but checked by prepare_image: one clear message
 # instead of one validation error per pixel.
@@ -16,6 +29,7 @@ Image = Annotated[
     list[list[Ink]],
     Field(description="rows of ink values in [0, 1] (1 = ink), e.g. 100 rows of 100 numbers",
           examples=[[[0, 1, 0], [1, 1, 1]]]),
+    BeforeValidator(_image_shape),
 ]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX,
                             description="a seed of the model's domain (an index for folders)")]

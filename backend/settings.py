@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     api_key: str | None = None  # when set, /v1 routes except health / ready need X-API-Key
     channel_summary_n: int = Field(500, ge=1, le=100_000)  # validation images per summary
     default_model: str | None = None  # the model the explorer opens on (else digit-circle-mt)
+    # numbers one response may carry (a dense 10x100x100 map is 100,000); more: 413
+    max_response_values: int = Field(500_000, ge=1)
+    # requests waiting or running per model (and for /v1/samples); more: 503 + Retry-After
+    max_queue_per_model: int = Field(16, ge=1)
+    # sent back as X-Sparling-Instance on every response (scripts/demo.sh's run token)
+    instance_id: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9._-]*$")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from sparling_core.analysis import inspect as _inspect
 from sparling_core.analysis.inspect import channel_summaries, parse_assignment
 from sparling_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from sparling_core.domains import Domain, domain_names, get_domain
 from sparling_core.models.sparling import SparlingModel
 
 from .batching import Batcher
+from .errors import ResponseTooLarge
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +36,26 @@ def public_domain_id(name: str) -> str:
     return f"{kind}:{Path(arg).name}"
 
 
+def count_values(value, stop: int) -> int:
+    """The numbers and strings in a JSON-like value; counting stops soon after `stop`."""
+    count, todo = 0, [value]
+    while todo and count <= stop:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif item is not None:
+            count += 1
+    return count
+
+
+def _too_many(values: int, cap: int, what: str) -> str:
+    return (f"{what} would carry {values if values <= cap + 1 else f'more than {cap}'} "
+            f"values, more than the {cap} a response may carry (SPARLING_MAX_RESPONSE_VALUES); "
+            "send fewer images, or leave out dense=true")
+
+
 @dataclass
 class LoadedModel:
     id: str
@@ -46,6 +68,7 @@ class LoadedModel:
     _summaries: list[dict] | None = field(default=None, repr=False)
     # concurrent single-image requests share forwards (backend/batching.py)
     batcher: Batcher = field(init=False, repr=False)
+    max_response_values: int | None = None  # SPARLING_MAX_RESPONSE_VALUES, set at start-up
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(self.run, name=self.id)
@@ -67,9 +90,23 @@ class LoadedModel:
                                 len(self.domain.symbols))
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """fn(model, *args, **kwargs) under this model's lock."""
+        """fn(model, *args, **kwargs) under this model's lock. ResponseTooLarge (413) when
+        the result would carry more than `max_response_values` numbers: dense maps are
+        refused before they are computed, anything else before it is serialised."""
+        cap = self.max_response_values
+        if cap is not None and fn is _inspect.run_images:
+            images = args[0] if args else kwargs["images"]
+            dense = args[1] if len(args) > 1 else kwargs.get("dense", False)
+            if dense:
+                values = len(images) * self.checkpoint.config.motif_channels * len(images[0]) \
+                    * len(images[0][0])
+                if values > cap:
+                    raise ResponseTooLarge(_too_many(values, cap, "dense maps"))
         with self.lock:
-            return fn(self.model, *args, **kwargs)
+            result = fn(self.model, *args, **kwargs)
+        if cap is not None and (count := count_values(result, cap)) > cap:
+            raise ResponseTooLarge(_too_many(count, cap, "this result"))
+        return result
 
     def summaries(self, n: int) -> list[dict]:
         """Channel summaries over n validation images: computed on first use, then cached."""
@@ -77,6 +114,15 @@ class LoadedModel:
             if self._summaries is None:
                 self._summaries = self.run(channel_summaries, n, None, self.assignment)
             return self._summaries
+
+
+def _without_paths(message: str, folder: Path) -> str:
+    """`message` with the checkpoint folder's path (as given and resolved) left out."""
+    for prefix in sorted({str(folder.resolve()), str(folder.absolute()), str(folder)},
+                         key=len, reverse=True):
+        if prefix not in (".", ""):
+            message = message.replace(prefix + "/", "").replace(prefix, "")
+    return message
 
 
 @dataclass
@@ -91,12 +137,17 @@ class ModelStore:
         """Load every checkpoint folder under `folder`; broken ones go to `errors`."""
         store = cls(Path(folder))
         if not store.folder.is_dir():
-            store.problem = (f"checkpoint folder {store.folder} does not exist; "
+            # messages that clients see name no server path; the log has it
+            log.warning("checkpoint folder %s does not exist", store.folder)
+            store.problem = ("the checkpoint folder does not exist; "
                              "set SPARLING_CHECKPOINTS to a folder of checkpoint folders")
-            log.warning(store.problem)
             return store
         for path in sorted(store.folder.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
+                continue
+            if path.is_symlink():  # a checkpoint is a real folder inside SPARLING_CHECKPOINTS
+                store.errors[path.name] = "is a symbolic link; not loaded"
+                log.warning("checkpoint %s not loaded: a symbolic link", path.name)
                 continue
             try:
                 checkpoint = load_checkpoint(path)
@@ -113,7 +164,9 @@ class ModelStore:
                 continue
             log.warning("checkpoint %s not loaded: %s", path.name, store.errors[path.name])
         if not store.models and store.problem is None:
-            store.problem = f"no checkpoint could be loaded from {store.folder}"
+            store.problem = "no checkpoint could be loaded from the checkpoint folder"
+        store.errors = {name: _without_paths(message, store.folder)
+                        for name, message in store.errors.items()}
         return store
 
     def get(self, model_id: str) -> LoadedModel | None:

@@ -25,6 +25,26 @@ if ! [ -d "$SPARLING_CHECKPOINTS" ]; then
          "start with no models (train one with 'sparling train', or set SPARLING_CHECKPOINTS)." >&2
 fi
 
+# port_free PORT: true when nothing listens on 127.0.0.1:PORT (we could bind it).
+port_free() {
+    "$PYTHON" -c "import socket, sys
+s = socket.socket()
+try:
+    s.bind(('127.0.0.1', int(sys.argv[1])))
+except OSError:
+    sys.exit(1)" "$1"
+}
+for port in "$API_PORT" "$APP_PORT"; do
+    if ! port_free "$port"; then
+        echo "error: port $port on 127.0.0.1 is already in use (another server?); stop it," \
+             "or pick other ports with API_PORT / APP_PORT." >&2
+        exit 1
+    fi
+done
+# A token for this run: the backend sends it back (X-Sparling-Instance), so a server that
+# is not ours cannot be taken for it.
+export SPARLING_INSTANCE_ID="demo-$$-$RANDOM$RANDOM"
+
 pids=()
 cleanup() {
     trap - INT TERM EXIT
@@ -35,9 +55,10 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-# wait_for URL SECONDS PID: poll URL until it answers 200, as long as PID lives.
+# wait_for URL SECONDS PID [TOKEN]: poll URL until it answers 200 (with X-Sparling-Instance
+# TOKEN when given), as long as PID lives; then check that PID still lives.
 wait_for() {
-    local url="$1" seconds="$2" pid="$3"
+    local url="$1" seconds="$2" pid="$3" token="${4:-}"
     for _ in $(seq "$seconds"); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "error: the process serving $url exited; see its output above." >&2
@@ -45,9 +66,17 @@ wait_for() {
         fi
         if "$PYTHON" -c "import sys, urllib.request
 try:
-    sys.exit(urllib.request.urlopen(sys.argv[1], timeout=2).status != 200)
+    r = urllib.request.urlopen(sys.argv[1], timeout=2)
+    ours = not sys.argv[2] or r.headers.get('X-Sparling-Instance') == sys.argv[2]
+    sys.exit(r.status != 200 or not ours)
 except Exception:
-    sys.exit(1)" "$url"; then
+    sys.exit(1)" "$url" "$token"; then
+            sleep 0.5
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "error: $url answered, but the process started for it exited (another" \
+                     "server holds the port?); see its output above." >&2
+                return 1
+            fi
             return 0
         fi
         sleep 1
@@ -59,7 +88,7 @@ except Exception:
 echo "starting the backend on $SPARLING_API_URL (checkpoints: $SPARLING_CHECKPOINTS)"
 "$PYTHON" -m uvicorn backend.main:app --host 127.0.0.1 --port "$API_PORT" &
 pids+=($!)
-wait_for "$SPARLING_API_URL/v1/health" 180 "${pids[0]}"
+wait_for "$SPARLING_API_URL/v1/health" 180 "${pids[0]}" "$SPARLING_INSTANCE_ID"
 "$PYTHON" -c "import json, sys, urllib.request, urllib.error
 try:
     body = json.load(urllib.request.urlopen(sys.argv[1] + '/v1/ready', timeout=10))

@@ -55,7 +55,10 @@ def train(
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: the config's, "
                                                     "else cpu)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+    force: Annotated[bool, typer.Option(
+        help="start afresh even if OUT already holds a checkpoint (it is replaced)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet", "-v/-q",
+                                          help="log every validation")] = True,
 ) -> None:
     """Train a model on a domain or a data folder (config file and/or flags; flags win).
     Under torchrun (several machines) every process runs this command and joins torchrun's
@@ -95,7 +98,7 @@ def train(
         elif nproc > 1:
             written = distributed.launch(cfg.to_dict(), nproc, resume, progress, verbose)
         else:
-            written = run(cfg, resume=resume, progress=progress)
+            written = run(cfg, resume=resume, progress=progress, force=force)
     except ValueError as e:  # CheckpointError, FolderError, a config that misfits the domain
         _fail(str(e))
     except Exception as e:  # a failed worker (torch's ChildFailedError) or a bad device
@@ -136,8 +139,11 @@ def evaluate(
                  "(default: 10,000; a data folder: all of its split)")] = None,
     first_seed: Annotated[int | None, typer.Option(
         min=0, help="default: the split's first (a data folder: index 0)")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here "
-                         "(default: update CHECKPOINT/metrics.json)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")
+                         ] = None,
+    update_metrics: Annotated[bool, typer.Option(
+        "--update-metrics", help="write the report to CHECKPOINT/metrics.json (what the "
+        "API serves; a shipped checkpoint's metrics.json is tracked by git)")] = False,
     split: Annotated[str, typer.Option(help="train | val | test")] = "test",
     data_dir: Annotated[Path | None, typer.Option(
         "--data", help="evaluate on a data folder (labels.jsonl; default: the checkpoint's "
@@ -153,6 +159,17 @@ def evaluate(
 
     if split not in SPLITS:
         _fail(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not checkpoint.is_dir():
+        _fail(f"checkpoint folder {checkpoint} does not exist")
+    if (json_path is None) == (not update_metrics):
+        _fail("say where the report goes: --json PATH, or --update-metrics to rewrite "
+              "CHECKPOINT/metrics.json" if json_path is None else
+              "give --json PATH or --update-metrics, not both")
+    target = json_path if json_path is not None else checkpoint / "metrics.json"
+    if not target.parent.is_dir():  # fail now, not after minutes of evaluation
+        _fail(f"cannot write {target}: folder {target.parent} does not exist")
+    if target.is_dir():
+        _fail(f"cannot write {target}: it is a folder")
     try:
         ckpt = load_checkpoint(checkpoint)
     except CheckpointError as e:
@@ -173,7 +190,6 @@ def evaluate(
     report["checkpoint"] = ckpt.name
     report["samples_seen"] = ckpt.meta.get("samples_seen")
     text = json.dumps(report, indent=2) + "\n"
-    target = json_path if json_path is not None else checkpoint / "metrics.json"
     atomic_write_text(target, text)
     def pct(key: str) -> str:
         return "n/a" if report.get(key) is None else f"{report[key]:.2f}%"

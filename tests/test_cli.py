@@ -44,8 +44,13 @@ def test_evaluate_json_contract(checkpoint, tmp_path):
     assert report["n"] == 7 and report["first_seed"] == 5
     assert not (checkpoint / "metrics.json").exists()  # --json leaves the checkpoint alone
     result = runner.invoke(app, ["evaluate", str(checkpoint), "--n", "3", "--no-progress"])
+    assert result.exit_code == 2 and "--update-metrics" in result.output  # never implicit
+    assert not (checkpoint / "metrics.json").exists()
+    result = runner.invoke(app, ["evaluate", str(checkpoint), "--n", "3", "--no-progress",
+                                 "--update-metrics"])
     assert result.exit_code == 0
     assert json.loads((checkpoint / "metrics.json").read_text())["n"] == 3
+    assert str(checkpoint / "metrics.json") in result.output  # says where it wrote
 
 
 @pytest.mark.parametrize("args, message", [

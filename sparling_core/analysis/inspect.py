@@ -59,7 +59,9 @@ def prepare_image(array, size: int | tuple[int, int] | list[int], fit: str = "no
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     try:
-        image = np.asarray(array, dtype=np.float64)  # checked before narrowing to float32
+        image = np.asarray(array)
+        if image.dtype not in (np.float32, np.float64):  # float32 is checked as it is
+            image = np.asarray(array, dtype=np.float64)  # checked before narrowing to float32
     except (ValueError, TypeError) as e:  # ragged rows, strings
         raise ValueError(f"the image must be a rectangular 2-D array of numbers ({e})") from e
     if image.ndim != 2:
@@ -68,18 +70,18 @@ def prepare_image(array, size: int | tuple[int, int] | list[int], fit: str = "no
         raise ValueError("the image is empty")
     if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
         raise ValueError("image values must be finite numbers in [0, 1] (1 = ink)")
-    image = image.astype(np.float32)
+    image = image.astype(np.float32, copy=False)
     th, tw = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     h, w = image.shape
     if (h, w) == (th, tw):
-        return image
+        return image.copy() if image is array else image  # never the caller's own array
     if fit == "none":
         raise ValueError(f"expected a {th}x{tw} image, got {h}x{w} (rows x columns); "
                          "send fit=pad or fit=resize to adapt it")
     if fit == "resize":
         rows = np.minimum((np.arange(th) + 0.5) * h / th, h - 1).astype(np.int64)
         cols = np.minimum((np.arange(tw) + 0.5) * w / tw, w - 1).astype(np.int64)
-        return np.ascontiguousarray(image[rows][:, cols])
+        return image[rows[:, None], cols[None, :]]  # (th, tw) directly: no (th, w) step
     out = np.zeros((th, tw), dtype=np.float32)  # "pad": centre, cropping what overhangs
     src_r, dst_r, n_r = _centred(h, th)
     src_c, dst_c, n_c = _centred(w, tw)

@@ -18,6 +18,7 @@ downstream task (read <= 6 points, emit a short cyclic sequence) gets a small de
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -43,6 +44,7 @@ EOS = 10  # DigitCircle's end token (= vocab_size); generic code uses ModelConfi
 BOS = 11  # DigitCircle's start token (= vocab_size + 1); generic code uses ModelConfig.bos
 IGNORE = -100
 DECODER_KINDS = ("points", "channels", "cells")
+MAX_IMAGE_SIDE = 4096  # a config's image height / width at most
 
 
 @dataclass
@@ -82,14 +84,13 @@ class ModelConfig:
     vocabulary: list[str] | None = None
 
     def __post_init__(self):
+        self._check_types()
         if self.sparsity not in SPARSITY_KINDS:
             raise ValueError(f"sparsity must be one of {SPARSITY_KINDS}, got {self.sparsity!r}")
         if self.decoder not in DECODER_KINDS:
             raise ValueError(f"decoder must be one of {DECODER_KINDS}, got {self.decoder!r}")
         if isinstance(self.image_size, (list, tuple)):
-            self.image_size = [int(v) for v in self.image_size]
-            if len(self.image_size) != 2:
-                raise ValueError("image_size must be one number or [height, width]")
+            self.image_size = list(self.image_size)
         h, w = self.image_shape
         if h < 2 or w < 2 or h % 2 or w % 2:
             raise ValueError(f"image height and width must be even and >= 2, got {h}x{w}")
@@ -115,6 +116,52 @@ class ModelConfig:
                     or not all(isinstance(t, str) and t for t in self.vocabulary)):
                 raise ValueError(f"vocabulary must be {self.vocab_size} (vocab_size) distinct "
                                  "non-empty strings")
+
+    def _check_types(self) -> None:
+        """Every field has its type (an int is an int: not a float, not a bool) and lies in
+        sane bounds, so that a hand-edited or foreign config fails here with the field's
+        name instead of later, inside the model."""
+        def integer(name: str, value, low: int, high: int) -> int:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+            return int(value)
+
+        def number(name: str, value, low: float, high: float) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be a finite number in [{low}, {high}], "
+                                 f"got {value}")
+
+        for name in ("domain", "sparsity", "decoder"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not 0 < len(value) <= 1000:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        for name in ("phase_tied", "batch_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.image_size, (list, tuple)):
+            if len(self.image_size) != 2:
+                raise ValueError("image_size must be one number or [height, width]")
+            self.image_size = [integer("image_size", v, 2, MAX_IMAGE_SIDE)
+                               for v in self.image_size]
+        else:
+            self.image_size = integer("image_size", self.image_size, 2, MAX_IMAGE_SIDE)
+        for name, low, high in (("motif_channels", 1, 1024), ("motif_width", 1, 4096),
+                                ("motif_layers", 1, 64), ("pool", 1, MAX_IMAGE_SIDE),
+                                ("max_points", 1, 65_536), ("fourier_features", 1, 4096),
+                                ("d_model", 1, 8192), ("n_heads", 1, 256),
+                                ("encoder_layers", 0, 64), ("decoder_layers", 0, 64),
+                                ("max_digits", 1, 4096), ("vocab_size", 1, 100_000),
+                                ("min_length", 0, 4096)):
+            setattr(self, name, integer(name, getattr(self, name), low, high))
+        for name, low, high in (("penalty_weight", 0.0, 1e6), ("initial_density", 0.0, 1.0),
+                                ("presence_weight", 0.0, 1e6)):
+            number(name, getattr(self, name), low, high)
+        if self.accumulate_survivors is not None:
+            number("accumulate_survivors", self.accumulate_survivors, 0.0, 1e12)
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -34,9 +34,12 @@ from tqdm.auto import tqdm
 
 from ..analysis.evaluate import PAPER_DENSITY, exact_match_accuracy
 from ..checkpoint import (
+    CheckpointError,
+    holds_checkpoint,
     load_train_state,
+    read_config,
+    recover,
     save_checkpoint,
-    save_train_state,
 )
 from ..domains import Domain, get_domain
 from ..layers.global_stats import process_group
@@ -112,6 +115,9 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"model must be an object of model settings, got {self.model!r}")
+        self._check_types()
         if self.schedule not in ("adaptive", "fixed"):
             raise ValueError(f"schedule must be 'adaptive' or 'fixed', got {self.schedule!r}")
         for name in ("batch_size", "max_samples", "val_every", "val_size"):
@@ -131,6 +137,24 @@ class TrainConfig:
             raise ValueError("resample_retry_error must be >= resample_min_error")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def _check_types(self) -> None:
+        """Each field has its annotated type: an int is an int (not a float or a bool), a
+        float any finite number, a bool a bool; `| None` allows None."""
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), str(f.type).replace(" ", "").split("|")
+            if value is None and "None" in kinds:
+                continue
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if "int" in kinds and is_int:
+                continue
+            if "float" in kinds and (is_int or isinstance(value, float)) and \
+                    math.isfinite(value):
+                continue
+            if ("bool" in kinds and isinstance(value, bool)) or \
+                    ("str" in kinds and isinstance(value, str)) or "ModelConfig" in kinds:
+                continue
+            raise ValueError(f"{f.name} must be {' or '.join(kinds)}, got {value!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -153,9 +177,13 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"config file {path} is not valid JSON: {e}") from e
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text: {e}") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ValueError(f"config file {path} cannot be read: {e.strerror}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a JSON object")
     return data
@@ -337,8 +365,35 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" or cpu_has_fast_bf16()
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+# training settings a resume must keep: the data position and the saved tensors depend on
+# them (the budgets, the validation interval and the learning rate may change)
+RESUME_FIXED = ("batch_size", "schedule", "seed")
+
+
+def _check_resume(config: TrainConfig, saved: dict, out: Path) -> None:
+    """CheckpointError (one line) when `config` cannot continue the run saved in `out`."""
+    model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+    ours = config.model.to_dict()
+    wrong = [f"model.{k}: saved {model.get(k)!r}, now {v!r}" for k, v in ours.items()
+             if k in model and model[k] != v]
+    train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    wrong += [f"{k}: saved {train[k]!r}, now {getattr(config, k)!r}" for k in RESUME_FIXED
+              if k in train and train[k] != getattr(config, k)]
+    if wrong:
+        raise CheckpointError(f"cannot resume {out} with another configuration ("
+                              + "; ".join(wrong) + "); use the saved one or a new --out")
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True,
+          force: bool = False) -> Path:
+    """Train, saving a checkpoint generation at every validation. `resume`: continue from
+    the state in config.out. A fresh run refuses a folder that holds a checkpoint unless
+    `force` (then that checkpoint is replaced at the first save)."""
     out = Path(config.out)
+    recover(out)  # a save killed between its two renames, stale temporaries
+    if not resume and not force and holds_checkpoint(out):
+        raise CheckpointError(f"{out} already holds a checkpoint: resume it (--resume) or "
+                              "replace it (--force)")
     if config.threads:
         torch.set_num_threads(config.threads)
     # torch.distributed: W ranks share each global batch (see the module docstring)
@@ -374,9 +429,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         box = [load_train_state(out) if resume and rank == 0 else None]
         dist.broadcast_object_list(box, src=0)
         state = box[0]
+    if resume and state is None and holds_checkpoint(out) and not force:
+        raise CheckpointError(f"{out} holds a checkpoint without a training state; "
+                              "it cannot be resumed (--force starts afresh over it)")
     if resume and state is None and rank == 0:
         logger.warning("no training state in %s: starting from scratch", out)
     if state is not None:
+        _check_resume(config, state.get("config") or read_config(out), out)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -401,19 +460,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     if device.type != "cpu":
         val_images = val_images.to(device)
 
+    fresh = state is None  # the first save of a fresh run keeps nothing of the folder
+
     def save(metrics: dict | None = None) -> None:
+        nonlocal fresh
         if rank:
             return  # rank 0 writes the checkpoint folder
-        save_train_state(out, {
+        train_state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
             "samples_seen": samples_seen, "finish_from": finish_from,
             "last_resample": last_resample,
             "resample_pending": [[c, d] for c, d in pending.items()],
             "resample_retries": [[c, k] for c, k in retries.items()], "history": history,
-        })
+            "config": {"model": config.model.to_dict(), "train": config.to_dict()},
+        }
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
-                        history=history, metrics=metrics)
+                        history=history, metrics=metrics, train_state=train_state,
+                        carry_over=not fresh)
+        fresh = False
 
     # 2. The loop.
     start_time, start_samples = time.monotonic(), samples_seen
