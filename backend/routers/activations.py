@@ -43,8 +43,11 @@ def _run(loaded: LoadedModel, images: list, fit: str, dense: bool) -> list[dict]
 
 def _run_one(loaded: LoadedModel, image, fit: str, dense: bool) -> dict:
     """One image through the model's batcher: concurrent requests share a forward."""
-    prepared = prepare_image(image, loaded.checkpoint.config.image_shape, fit)
-    return {"model": loaded.id, **loaded.batcher.submit(prepared, dense)}
+    shape = loaded.checkpoint.config.image_shape
+    prepared = prepare_image(image, shape, fit)
+    result = loaded.batcher.submit(prepared, dense)
+    return {"model": loaded.id, **result,
+            "warnings": _fit_warning(np.shape(image), shape, fit) + result.get("warnings", [])}
 
 
 @router.post("/{model_id}/activations", response_model=ActivationsOut, responses=ERRORS,
