@@ -63,3 +63,13 @@ def test_cuda_when_asked(tmp_path):
 def test_unknown_variants_are_refused(tmp_path, value):
     code, calls, stderr = run(tmp_path, cpu_index_works=True, SPARLING_TORCH=value)
     assert code == 2 and not calls and "cpu or cuda" in stderr
+
+
+def test_the_locks_match_this_environment():
+    """requirements/*.txt are what this environment has installed (install.sh builds it
+    from requirements/dev.txt): a dependency change without `scripts/lock.py` fails here."""
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "lock.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr + result.stdout
