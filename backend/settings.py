@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     # numbers one response may carry (a dense 10x100x100 map is 100,000); more: 413
     max_response_values: int = Field(500_000, ge=1)
     # requests waiting or running per model (and for /v1/samples); more: 503 + Retry-After
-    max_queue_per_model: int = Field(16, ge=1)
+    max_queue_per_model: int = Field(8, ge=1)
     # sent back as X-Sparling-Instance on every response (scripts/demo.sh's run token)
     instance_id: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9._-]*$")
 

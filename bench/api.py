@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,8 @@ def main() -> None:
         checkpoint = checkpoint.resolve()
         served = tmp / "served"  # only this checkpoint, under its own name
         served.mkdir()
-        (served / checkpoint.name).symlink_to(checkpoint, target_is_directory=True)
+        # a copy: the server refuses symlinked checkpoint folders
+        shutil.copytree(checkpoint, served / checkpoint.name)
         model_id = checkpoint.name
 
         ck = load_checkpoint(checkpoint)

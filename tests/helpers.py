@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,9 +84,10 @@ def live_service(checkpoints: Path, log: Path, **env: str) -> Iterator[str]:
 
 
 def shipped_checkpoints(folder: Path, *names: str) -> Path:
-    """`folder` holding links to the shipped checkpoints `names` (a folder of checkpoint
-    folders, as SPARLING_CHECKPOINTS wants)."""
+    """`folder` holding copies of the shipped checkpoints `names` (a folder of checkpoint
+    folders, as SPARLING_CHECKPOINTS wants; copies, since the service refuses symlinked
+    checkpoint folders)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (folder / name).symlink_to(SHIPPED / name, target_is_directory=True)
+        shutil.copytree(SHIPPED / name, folder / name, dirs_exist_ok=True)
     return folder

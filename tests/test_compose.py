@@ -174,18 +174,94 @@ DOCKERFILES = {"Dockerfile.backend": ("serve", 8000, "/v1/health"),
                "Dockerfile.frontend": ("app", 8501, "/_stcore/health")}
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
-def test_dockerfile_base_and_pinned_torch(name):
-    assert instructions(name, "FROM") == ["python:3.11-slim"]
-    runs = instructions(name, "RUN")
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+
+
+def lock(name: str) -> dict[str, str]:
+    """requirements/NAME.txt as {package: version}."""
+    pins = {}
+    for line in (ROOT / "requirements" / f"{name}.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            package, _, version = line.partition("==")
+            assert version, f"requirements/{name}.txt: {line!r} is not pinned"
+            pins[package] = version
+    return pins
+
+
+def test_backend_image_torch_cpu_first_then_the_lock_then_the_package():
+    assert instructions("Dockerfile.backend", "FROM") == ["python:3.11-slim"]
+    runs = instructions("Dockerfile.backend", "RUN")
     pin = torch_pin()
+    assert pin == f"torch=={lock('backend')['torch']}"  # the lock agrees with pyproject
     torch_runs = [r for r in runs if "torch" in r]
-    assert torch_runs == [f"pip install {pin} --index-url https://download.pytorch.org/whl/cpu"]
-    extra = DOCKERFILES[name][0]
-    assert extra in PYPROJECT["project"]["optional-dependencies"]
-    package_runs = [i for i, r in enumerate(runs) if f'pip install ".[{extra}]"' in r]
-    assert package_runs and runs.index(torch_runs[0]) < package_runs[0], (
-        "torch (CPU wheel) must be installed before the package, or pip pulls the CUDA one")
+    assert torch_runs == [f"pip install --no-deps {pin} {CPU_INDEX}"]
+    locked = runs.index("pip install -r requirements/backend.txt")
+    package = runs.index("pip install --no-deps .")
+    assert runs.index(torch_runs[0]) < locked < package, (
+        "torch (CPU wheel) first, or the lock's torch==2.13.0 pulls the CUDA one")
+
+
+def test_frontend_image_has_its_own_lock_and_no_library():
+    assert instructions("Dockerfile.frontend", "FROM") == ["python:3.11-slim"]
+    text = (ROOT / "Dockerfile.frontend").read_text()
+    assert "torch" not in "\n".join(instructions("Dockerfile.frontend", "RUN"))
+    assert instructions("Dockerfile.frontend", "RUN")[0] == \
+        "pip install -r requirements/frontend.txt"
+    copies = [args.split()[0] for args in instructions("Dockerfile.frontend", "COPY")]
+    assert copies == ["requirements/frontend.txt", "frontend"], copies
+    assert "sparling_core" not in text and "pyproject" not in text
+    pins = lock("frontend")
+    assert "torch" not in pins and not any(p.startswith("nvidia") for p in pins)
+
+
+def _frontend_imports() -> set[str]:
+    import ast
+
+    names = set()
+    for path in (ROOT / "frontend").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_frontend_lock_covers_everything_the_frontend_imports():
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    dists = packages_distributions()
+    pins = {canonicalize_name(p) for p in lock("frontend")}
+    for module in sorted(_frontend_imports() - {"frontend"} - set(sys.stdlib_module_names)):
+        owners = {canonicalize_name(d) for d in dists.get(module, [])}
+        assert owners & pins, f"frontend imports {module}, which requirements/frontend.txt " \
+                              f"lacks ({sorted(owners) or 'not installed'})"
+        assert module not in ("torch", "sparling_core", "backend"), module
+
+
+@pytest.mark.parametrize("lock_name, extras", [("backend", ["serve"]), ("frontend", ["app"]),
+                                               ("dev", ["serve", "app", "dev"])])
+def test_locks_pin_every_declared_dependency_within_its_range(lock_name, extras):
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {canonicalize_name(p): v for p, v in lock(lock_name).items()}
+    declared = [] if lock_name == "frontend" else list(PYPROJECT["project"]["dependencies"])
+    for extra in extras:
+        declared += PYPROJECT["project"]["optional-dependencies"][extra]
+    for text in declared:
+        req = Requirement(text)
+        version = pins.get(canonicalize_name(req.name))
+        assert version is not None, f"requirements/{lock_name}.txt lacks {req.name}"
+        assert req.specifier.contains(version, prereleases=True), (req, version)
+
+
+def test_install_script_uses_the_lock_and_torch_cpu_first():
+    script = (ROOT / "scripts" / "install.sh").read_text()
+    assert "-r requirements/dev.txt" in script
+    assert script.index("install_torch.sh") < script.index("-r requirements/dev.txt")
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
