@@ -97,7 +97,7 @@ def test_a_fresh_run_refuses_an_existing_checkpoint_without_force(tmp_path):
 # --- 9. resuming with another configuration ---------------------------------------------------
 
 @pytest.mark.parametrize("change, words", [
-    (["--model-size", "small"], "model.motif_width: saved 8, now 32"),
+    (["--model-size", "small"], "motif_width 8 -> 32"),
     (["--batch-size", "2"], "batch_size: saved 4, now 2"),
 ])
 def test_resume_with_another_configuration_is_one_line(tmp_path, change, words):

@@ -113,7 +113,9 @@ def test_layer_matches_one_process_on_the_global_batch(ranks, method, kind, dens
         if not edge.any():
             assert _close(grad, one["grad_x"][step], 1e-6)
             for key in ("grad_weight", "grad_bias"):  # DDP would average these over ranks
-                assert _close(sum(p[key][step] for p in per_rank), one[key][step], 1e-6), key
+                # sums of 10^5 products, reduced in another order over two ranks: float32
+                # agrees to about 1e-6 relative, not always within it
+                assert _close(sum(p[key][step] for p in per_rank), one[key][step], 1e-5), key
         else:
             assert _close(grad[~edge], one["grad_x"][step][~edge], 1e-5)
     for key in ("running_mean", "running_var"):

@@ -131,6 +131,7 @@ def test_cli_reports_bad_data_in_one_line(command, tmp_path, trained):
         args = ["train", "--data", str(folder), "--out", str(out), "--model-size", "tiny",
                 "--max-samples", "4", "--no-progress"]
     else:
+        out.mkdir()
         args = ["evaluate", str(trained["checkpoint"]), "--data", str(folder), "--json",
                 str(out / "report.json"), "--no-progress"]
     result = runner.invoke(app, args)

@@ -216,14 +216,14 @@ def test_resampling_works_for_every_bottleneck_and_decoder(overrides):
 
 
 def test_trainer_resamples_with_bf16_and_channels_last(tmp_path, monkeypatch):
-    # the trainer's defaults (bf16 autocast, channels-last weights), as the shipped run used
+    # bf16 autocast and channels-last weights, as the shipped run used
     train_module = importlib.import_module("sparling_core.training.loop")
     monkeypatch.setattr(train_module, "find_duplicates",
                         lambda *a, exclude=frozenset(): [(4, 7)] if 4 not in exclude else [])
     cfg = TrainConfig(out=str(tmp_path / "run"), model=tiny_config(), batch_size=4,
                       val_every=8, val_size=8, max_samples=24, decay_per_sample=0.0,
                       initial_threshold=0.0, threads=1, resample_duplicates=True,
-                      resample_below_density=1.0, resample_cooldown=8)
+                      resample_below_density=1.0, resample_cooldown=8, bf16=True)
     assert cfg.bf16 and cfg.channels_last
     ckpt = load_checkpoint(train(cfg, progress=False))
     assert [r[:2] for r in ckpt.history[0]["resampled"]] == [[4, 7]]
