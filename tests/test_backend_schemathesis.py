@@ -57,7 +57,8 @@ def api_schema(api_app):
 
 
 def test_operations_are_all_covered():
-    assert len(OPERATIONS) == 15  # 12 before the domain routes: /v1/domains, a domain's and a model's samples
+    # 12 before the domain routes: /v1/domains, a domain's samples and a model's samples
+    assert len(OPERATIONS) == 15
 
 
 @pytest.mark.parametrize("method, path, mode", CASES)
