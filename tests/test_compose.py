@@ -208,7 +208,8 @@ def test_frontend_image_has_its_own_lock_and_no_library():
     assert instructions("Dockerfile.frontend", "RUN")[0] == \
         "pip install -r requirements/frontend.txt"
     copies = [args.split()[0] for args in instructions("Dockerfile.frontend", "COPY")]
-    assert copies == ["requirements/frontend.txt", "frontend"], copies
+    # the app and the REST client it imports (requests only), never the library
+    assert copies == ["requirements/frontend.txt", "sparling_client", "frontend"], copies
     assert "sparling_core" not in text and "pyproject" not in text
     pins = lock("frontend")
     assert "torch" not in pins and not any(p.startswith("nvidia") for p in pins)
@@ -234,7 +235,8 @@ def test_the_frontend_lock_covers_everything_the_frontend_imports():
 
     dists = packages_distributions()
     pins = {canonicalize_name(p) for p in lock("frontend")}
-    for module in sorted(_frontend_imports() - {"frontend"} - set(sys.stdlib_module_names)):
+    own = {"frontend", "sparling_client"}  # copied into the image, not installed
+    for module in sorted(_frontend_imports() - own - set(sys.stdlib_module_names)):
         owners = {canonicalize_name(d) for d in dists.get(module, [])}
         assert owners & pins, f"frontend imports {module}, which requirements/frontend.txt " \
                               f"lacks ({sorted(owners) or 'not installed'})"

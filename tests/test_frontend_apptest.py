@@ -277,7 +277,10 @@ def test_explore_bad_upload_shows_backend_message(fake):
     at.radio(key="explore_source").set_value("Upload an image").run()
     at.file_uploader(key="explore_upload").upload("empty.png", b"", "image/png").run()
     assert not at.exception
-    assert "cannot decode the uploaded image" in at.error[0].value
+    # a refused input: a warning naming the control that fixes it, not an outage with Retry
+    warning = next(w.value for w in at.warning if "cannot decode" in w.value)
+    assert "Check the uploaded file" in warning and not at.error
+    assert not [b for b in at.button if b.label == "Retry"]
 
 
 def test_backend_down_says_so_and_recovers(fake):

@@ -88,9 +88,10 @@ def confusion_figure(confusion: list[list[int]], mapping: dict[int, int],
         z, bar = np.log10(1 + counts), "log10(1 + boxes)"
     else:
         z, bar = counts, "boxes"
-    fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=[f"{symbols[d]} " for d in range(n_digits)], colorscale="Blues",
-        customdata=counts.astype(int), text=counts.astype(int), texttemplate="%{text}",
+    fig = go.Figure(go.Heatmap(  # plain lists: readable in the figure's JSON
+        z=np.asarray(z).tolist(), x=names, y=[f"{symbols[d]} " for d in range(n_digits)],
+        colorscale="Blues", customdata=counts.astype(int).tolist(),
+        text=counts.astype(int).tolist(), texttemplate="%{text}",
         colorbar={"title": {"text": bar}},
         hovertemplate="%{y}, %{x}: %{customdata} boxes<extra></extra>"))
     for x, c in enumerate(order):
