@@ -57,7 +57,7 @@ def wait_count(page, selector: str, at_least: int = 1, timeout: int = 60_000) ->
 
 def open_app(page, url: str, heading: str) -> None:
     page.goto(url)
-    page.get_by_role("heading", name=heading).wait_for()
+    page.get_by_role("heading", name=heading, exact=True).wait_for()
     settle(page)
     assert_no_exception(page)
 
