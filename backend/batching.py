@@ -1,12 +1,14 @@
 """Request batching: concurrent single-image requests to one model share one forward.
 
-Each loaded model has a `Batcher`. A request thread `submit`s its prepared image and waits;
-the batcher's worker thread takes what is queued (up to `max_batch`), and when requests
-are arriving together (more than one queued now, or the last forward served more than
-one) it waits up to `max_wait_s` for more before running them as one batch under the
-model's lock. A lone request is never held back, so at concurrency 1 nothing is added to
-the latency; under load, one forward of B images costs far less than B forwards (the
-decoder's per-step overhead, and conv work per call, are shared).
+Each loaded model has a `Batcher`. A request thread `submit`s its prepared image. If no
+other request is running forwards, it runs them itself: what is queued (up to
+`max_batch`), and when requests are arriving together (more than one queued now, or the
+last forward served more than one) what arrives within `max_wait_s`, as one batch under
+the model's lock, until its own answer is in; then a waiting request takes over. Others
+wait for their answers. A lone request runs at once in its own thread (no hand-over to
+another thread, nothing added to the latency); under load, one forward of B images costs
+far less than B forwards (the decoder's per-step overhead and the convolutions' per-call
+work are shared).
 
 Results are the ones each image gets alone, bit for bit. The decoder runs in fixed-size
 chunks (`run_images(..., decode_batch=...)`), so no image's numbers depend on its
@@ -73,15 +75,15 @@ class Batcher:
         self.decode_batch = decode_batch or self.max_batch
         self.name = name
         self.stats = BatchStats()
+        # motif maps one image at a time, where batches would round differently (probed)
+        self.one_by_one: bool | None = None
         self._run = run
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._leading = False  # a request thread is running forwards for everyone
         self._closed = False
         self._last_size = 0
         self._pending = 0  # submitted, not yet answered
-        # motif maps one image at a time, where batches would round differently (probed)
-        self.one_by_one: bool | None = None
 
     def pending(self) -> int:
         """Requests submitted and not yet answered (queued or in a running forward)."""
@@ -89,50 +91,59 @@ class Batcher:
             return self._pending
 
     def submit(self, image: np.ndarray, dense: bool = False) -> dict:
-        """The `run_images` result of one prepared (H, W) image; blocks until it is done."""
+        """The `run_images` result of one prepared (H, W) image; blocks until it is done.
+
+        No thread of its own: the first request that finds nobody running forwards runs
+        them (its own and whatever queued meanwhile) until its answer is in, then hands
+        over to a waiting request. A lone request so runs its forward itself, at once."""
         item = _Item(np.asarray(image, dtype=np.float32), bool(dense))
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, daemon=True,
-                                                name=f"batcher-{self.name}")
-                self._thread.start()
             self._queue.append(item)
             self._pending += 1
-            self._cond.notify()
+            self._cond.notify_all()
         try:
+            with self._cond:
+                while self._leading and not item.future.done():
+                    self._cond.wait()
+                lead = not item.future.done()
+                if lead:
+                    self._leading = True
+            if lead:
+                try:
+                    while not item.future.done():
+                        self._execute(self._collect())
+                        with self._cond:
+                            self._cond.notify_all()  # answers are in
+                finally:
+                    with self._cond:
+                        self._leading = False
+                        self._cond.notify_all()  # the next waiting request leads
             return item.future.result()
         finally:
             with self._cond:
                 self._pending -= 1
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Finish what is queued, then stop the worker thread."""
+    def close(self) -> None:
+        """Refuse new requests (those submitted are answered)."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
 
     def _take(self, batch: list[_Item]) -> None:
         while self._queue and len(batch) < self.max_batch:
             batch.append(self._queue.popleft())
 
-    def _collect(self) -> list[_Item] | None:
-        """The next batch (None once closed and drained)."""
+    def _collect(self) -> list[_Item]:
+        """The next batch: what is queued, and when requests are arriving together (more
+        than one queued, or the last batch had more than one) what comes in max_wait_s."""
         with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if not self._queue:
-                return None
             batch: list[_Item] = []
             self._take(batch)
             concurrent = len(batch) > 1 or self._last_size > 1
             if concurrent and self.max_wait_s > 0 and len(batch) < self.max_batch:
                 deadline = time.monotonic() + self.max_wait_s
-                while len(batch) < self.max_batch and not self._closed:
+                while len(batch) < self.max_batch:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -140,10 +151,6 @@ class Batcher:
                     self._take(batch)
             self._last_size = len(batch)
             return batch
-
-    def _serve(self) -> None:
-        while (batch := self._collect()) is not None:
-            self._execute(batch)
 
     def _execute(self, batch: list[_Item]) -> None:
         try:
