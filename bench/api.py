@@ -8,9 +8,11 @@ Starts uvicorn on 127.0.0.1 (a free port) serving only the given checkpoint, wai
 /v1/ready, measures, stops it. Without a checkpoint it builds a tiny untrained model whose
 thresholds are calibrated (training-mode forwards, no gradients) to density 1e-3, so the
 sparse response has a realistic size. Client and server share this machine's cores: read
-the numbers as relative (overhead ratios), not as capacity. Thread settings come from the
-environment for both the bare forward and the server (e.g. OMP_NUM_THREADS=1
-OMP_WAIT_POLICY=PASSIVE on a machine that is busy with something else).
+the numbers as relative (overhead ratios), not as capacity. The bare forward and the HTTP
+requests at concurrency 1 alternate, and the throughput levels take turns over several
+rounds, so that the compared numbers share whatever else the machine is doing. Thread
+settings come from the environment for both the bare forward and the server (e.g.
+OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE on a machine that is busy with something else).
 """
 
 from __future__ import annotations
@@ -70,15 +72,24 @@ def start_api(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
         raise SystemExit(str(e)) from e
 
 
-def bare_forward(model: SparlingModel, image: np.ndarray, n: int) -> list[float]:
+def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict, n: int
+                ) -> tuple[list[float], list[float]]:
+    """n bare forwards and n HTTP requests (concurrency 1), alternating, so that both see
+    the same background load: (bare latencies, HTTP latencies)."""
     x = dc.images_to_tensor(image)
     model.generate(x)  # warm-up
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        model.generate(x)
-        times.append(time.perf_counter() - t)
-    return times
+    bare, http = [], []
+    with httpx.Client(timeout=120) as client:
+        client.post(url, **request).raise_for_status()
+        for _ in range(n):
+            t = time.perf_counter()
+            model.generate(x)
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            r = client.post(url, **request)
+            http.append(time.perf_counter() - t)
+            r.raise_for_status()
+    return bare, http
 
 
 def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
@@ -113,6 +124,10 @@ def main() -> None:
                              "else a tiny calibrated model)")
     parser.add_argument("--requests", type=int, default=80, help="requests per load level")
     parser.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput rounds: each runs every concurrency level in turn "
+                             "(`--requests` requests each), so that they share the "
+                             "background load; ratios are the median over rounds")
     parser.add_argument("--seed", type=int, default=dc.TEST_SEEDS_START)
     args = parser.parse_args()
 
@@ -139,16 +154,26 @@ def main() -> None:
               f"image seed {args.seed}, torch threads {torch.get_num_threads()}, "
               f"{os.cpu_count()} CPUs")
 
-        bare = bare_forward(ck.model, image, args.requests)
         motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
         n_active = int(ck.model.bottleneck.active(motifs).sum())
         proc = start_api(served, port, tmp / "uvicorn.log")
-        rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare))]
+        levels = [int(x) for x in args.concurrency.split(",")]
+        loads: dict[int, list] = {c: [[], 0.0] for c in levels}
+        round_rps: list[dict[int, float]] = []
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
-            for c in [int(x) for x in args.concurrency.split(",")]:
-                lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
-                rows.append(("HTTP JSON, sparse", c, len(lat), lat, wall))
+            bare, http = interleaved(ck.model, image, url, json_request, args.requests)
+            rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare)),
+                    ("HTTP JSON, sparse (alternating)", 1, len(http), http, sum(http))]
+            for _ in range(args.rounds):
+                round_rps.append({})
+                for c in levels:
+                    lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
+                    loads[c][0] += lat
+                    loads[c][1] += wall
+                    round_rps[-1][c] = len(lat) / wall
+            for c in levels:
+                rows.append(("HTTP JSON, sparse", c, len(loads[c][0]), *loads[c]))
             n_small = max(5, args.requests // 4)
             lat, wall, dense_bytes = run_load(url + "?dense=true", json_request, n_small, 1)
             rows.append(("HTTP JSON, dense=true", 1, len(lat), lat, wall))
@@ -174,12 +199,11 @@ def main() -> None:
     print(f"p50 overhead, HTTP sparse (c=1) vs bare forward: {http_p50 / bare_p50:.2f}x "
           f"({(http_p50 - bare_p50) * 1e3:+.2f} ms); best case: {http_min / bare_min:.2f}x "
           f"({(http_min - bare_min) * 1e3:+.2f} ms)")
-    if len(rows) > 3:
-        by_c = {r[1]: r for r in rows[1:-2]}
-        if 1 in by_c and 8 in by_c:
-            rps = [by_c[c][2] / by_c[c][4] for c in (1, 8)]
-            print(f"throughput c=8 / c=1: {rps[1] / rps[0]:.2f}x (concurrent requests to a "
-                  "model share batched forwards: backend/batching.py)")
+    if 1 in levels and 8 in levels:
+        ratios = [r[8] / r[1] for r in round_rps]
+        print(f"throughput c=8 / c=1: {float(np.median(ratios)):.2f}x median of "
+              f"{len(ratios)} rounds ({', '.join(f'{x:.2f}' for x in ratios)}); concurrent "
+              "requests to a model share batched forwards (backend/batching.py)")
     print(f"response bytes: sparse {sparse_bytes:,}, dense {dense_bytes:,}, "
           f"sparse/dense {sparse_bytes / dense_bytes:.4f} ({n_active} active values, "
           f"{len(sample.motifs)} digits in the image)")
