@@ -73,23 +73,34 @@ def start_api(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict, n: int
-                ) -> tuple[list[float], list[float]]:
+                ) -> tuple[list[float], list[float], float]:
     """n bare forwards and n HTTP requests (concurrency 1), alternating, so that both see
-    the same background load: (bare latencies, HTTP latencies)."""
+    the same background load: (bare latencies, HTTP latencies, bare CPU seconds of this
+    thread: all of a forward's CPU when torch runs 1 thread)."""
     x = dc.images_to_tensor(image)
     model.generate(x)  # warm-up
-    bare, http = [], []
+    bare, http, cpu = [], [], 0.0
     with httpx.Client(timeout=120) as client:
         client.post(url, **request).raise_for_status()
         for _ in range(n):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             model.generate(x)
             bare.append(time.perf_counter() - t)
+            cpu += time.thread_time() - c
             t = time.perf_counter()
             r = client.post(url, **request)
             http.append(time.perf_counter() - t)
             r.raise_for_status()
-    return bare, http
+    return bare, http, cpu
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
@@ -160,15 +171,24 @@ def main() -> None:
         levels = [int(x) for x in args.concurrency.split(",")]
         loads: dict[int, list] = {c: [[], 0.0] for c in levels}
         round_rps: list[dict[int, float]] = []
+        server_cpu: dict[int, float] = {c: 0.0 for c in levels}
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
-            bare, http = interleaved(ck.model, image, url, json_request, args.requests)
+            before = cpu_seconds(proc.pid)
+            bare, http, bare_cpu = interleaved(ck.model, image, url, json_request,
+                                               args.requests)
+            after = cpu_seconds(proc.pid)
+            http_cpu = None if before is None or after is None else after - before
             rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare)),
                     ("HTTP JSON, sparse (alternating)", 1, len(http), http, sum(http))]
             for _ in range(args.rounds):
                 round_rps.append({})
                 for c in levels:
+                    before = cpu_seconds(proc.pid)
                     lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
+                    after = cpu_seconds(proc.pid)
+                    if before is not None and after is not None:
+                        server_cpu[c] += after - before
                     loads[c][0] += lat
                     loads[c][1] += wall
                     round_rps[-1][c] = len(lat) / wall
@@ -200,6 +220,15 @@ def main() -> None:
           f"({(http_p50 - bare_p50) * 1e3:+.2f} ms); best case: {http_min / bare_min:.2f}x "
           f"({(http_min - bare_min) * 1e3:+.2f} ms)")
     if 1 in levels and 8 in levels:
+        if http_cpu and torch.get_num_threads() == 1:
+            print(f"CPU per request at c=1: server {http_cpu / len(http) * 1e3:.1f} ms, bare "
+                  f"forward {bare_cpu / len(bare) * 1e3:.1f} ms: {http_cpu / bare_cpu:.2f}x")
+        per_request = {c: server_cpu[c] / len(loads[c][0]) for c in (1, 8)}
+        if per_request[1] > 0 and per_request[8] > 0:
+            print(f"server CPU per request: c=1 {per_request[1] * 1e3:.1f} ms, c=8 "
+                  f"{per_request[8] * 1e3:.1f} ms: capacity c=8 / c=1 "
+                  f"{per_request[1] / per_request[8]:.2f}x (what throughput would gain with "
+                  "the cores to itself; CPU time does not count waiting for a busy core)")
         ratios = [r[8] / r[1] for r in round_rps]
         print(f"throughput c=8 / c=1: {float(np.median(ratios)):.2f}x median of "
               f"{len(ratios)} rounds ({', '.join(f'{x:.2f}' for x in ratios)}); concurrent "
