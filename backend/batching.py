@@ -1,25 +1,33 @@
 """Request batching: concurrent single-image requests to one model share one forward.
 
-Each loaded model has a `Batcher`. A request thread `submit`s its prepared image and waits;
-the batcher's worker thread takes what is queued (up to `max_batch`), and when requests
-are arriving together (more than one queued now, or the last forward served more than
-one) it waits up to `max_wait_s` for more before running them as one batch under the
-model's lock. A lone request is never held back, so at concurrency 1 nothing is added to
-the latency; under load, one forward of B images costs far less than B forwards (the
-decoder's per-step overhead, and conv work per call, are shared).
+Each loaded model has a `Batcher`. A request thread `submit`s its prepared image. If no
+other request is running forwards, it runs them itself: what is queued (up to
+`max_batch`), and when requests are arriving together (more than one queued now, or the
+last batch had more than one) what arrives within `max_wait_s`, as one batch under the
+model's lock, until its own answer is in; then a waiting request takes over. The others
+wait for their answers. A lone request runs at once in its own thread: nothing is handed
+to another thread.
 
-Results are the ones each image gets alone, bit for bit. The decoder runs in fixed-size
-chunks (`run_images(..., decode_batch=...)`), so no image's numbers depend on its
-companions there. The motif model's convolutions compute each image on its own, but torch
-picks the convolution kernel by the batch: for one small input (<= 20,480 values, as in
-tiny models) its native kernel, for two or more oneDNN, and the two round differently. So
-at its first forward the batcher checks, on a probe image, whether the model gives the
-same motif map alone as beside another image; where it does not, the motif model runs one
-image at a time (and only the decoder is batched). The shipped model passes the check.
-A batch that fails is retried one image at a time, so one bad image fails only itself.
+What is shared is the decoder: it costs about the same for 1 map as for 4 or 8 (per-call
+and per-step overhead of a small transformer decoding 7 steps), more than half of a lone
+request. The motif model's convolutions are compute-bound and run one image at a time: on
+this machine 4 images cost 26 ms each with the motif model batched and 17 ms each with it
+run one at a time (the activations of several 100 x 100 x 32 maps no longer fit the
+caches); a lone request costs ~32 ms.
+
+Results are the ones each image gets alone, bit for bit, by construction: every motif map
+is computed as for a lone image, and the decoder runs in fixed chunks of
+SPARLING_BATCH_CHUNK maps (`run_images(..., decode_batch=...)`, the last chunk padded with
+empty maps), so its matrix multiplies have the same shapes whatever an image is batched
+with (with several threads a multiply splits its sums by its shape; torch also picks the
+convolution kernel by the batch size, hence one image at a time). Padding costs a lone
+request a few ms of ~35 (measured at concurrency 1 over HTTP: 1.04-1.12x the bare forward
+with chunks of 4 or 8). A batch that fails is retried one image at a time, so one bad image
+fails only itself.
 
 Settings (environment): SPARLING_BATCH_MAX (default 8; 1 turns batching off),
-SPARLING_BATCH_WAIT_MS (default 2).
+SPARLING_BATCH_WAIT_MS (default 2), SPARLING_BATCH_CHUNK (default 8: the decoder's fixed
+chunk; 4 pads less for a lone request, and serves fewer per call).
 """
 
 from __future__ import annotations
@@ -69,19 +77,17 @@ class Batcher:
                              if max_batch is None else max_batch)
         self.max_wait_s = (float(env.get("SPARLING_BATCH_WAIT_MS", "2")) / 1000
                            if max_wait_s is None else max_wait_s)
-        # the decoder's fixed chunk: the batch size, so a full batch decodes in one call
-        self.decode_batch = decode_batch or self.max_batch
+        # the decoder's fixed chunk
+        self.decode_batch = max(1, decode_batch or int(env.get("SPARLING_BATCH_CHUNK", "8")))
         self.name = name
         self.stats = BatchStats()
         self._run = run
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._leading = False  # a request thread is running forwards for everyone
         self._closed = False
         self._last_size = 0
         self._pending = 0  # submitted, not yet answered
-        # motif maps one image at a time, where batches would round differently (probed)
-        self.one_by_one: bool | None = None
 
     def pending(self) -> int:
         """Requests submitted and not yet answered (queued or in a running forward)."""
@@ -89,50 +95,59 @@ class Batcher:
             return self._pending
 
     def submit(self, image: np.ndarray, dense: bool = False) -> dict:
-        """The `run_images` result of one prepared (H, W) image; blocks until it is done."""
+        """The `run_images` result of one prepared (H, W) image; blocks until it is done.
+
+        No thread of its own: the first request that finds nobody running forwards runs
+        them (its own and whatever queued meanwhile) until its answer is in, then hands
+        over to a waiting request. A lone request so runs its forward itself, at once."""
         item = _Item(np.asarray(image, dtype=np.float32), bool(dense))
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, daemon=True,
-                                                name=f"batcher-{self.name}")
-                self._thread.start()
             self._queue.append(item)
             self._pending += 1
-            self._cond.notify()
+            self._cond.notify_all()
         try:
+            with self._cond:
+                while self._leading and not item.future.done():
+                    self._cond.wait()
+                lead = not item.future.done()
+                if lead:
+                    self._leading = True
+            if lead:
+                try:
+                    while not item.future.done():
+                        self._execute(self._collect())
+                        with self._cond:
+                            self._cond.notify_all()  # answers are in
+                finally:
+                    with self._cond:
+                        self._leading = False
+                        self._cond.notify_all()  # the next waiting request leads
             return item.future.result()
         finally:
             with self._cond:
                 self._pending -= 1
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Finish what is queued, then stop the worker thread."""
+    def close(self) -> None:
+        """Refuse new requests (those submitted are answered)."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
 
     def _take(self, batch: list[_Item]) -> None:
         while self._queue and len(batch) < self.max_batch:
             batch.append(self._queue.popleft())
 
-    def _collect(self) -> list[_Item] | None:
-        """The next batch (None once closed and drained)."""
+    def _collect(self) -> list[_Item]:
+        """The next batch: what is queued, and when requests are arriving together (more
+        than one queued, or the last batch had more than one) what comes in max_wait_s."""
         with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if not self._queue:
-                return None
             batch: list[_Item] = []
             self._take(batch)
             concurrent = len(batch) > 1 or self._last_size > 1
             if concurrent and self.max_wait_s > 0 and len(batch) < self.max_batch:
                 deadline = time.monotonic() + self.max_wait_s
-                while len(batch) < self.max_batch and not self._closed:
+                while len(batch) < self.max_batch:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -141,20 +156,11 @@ class Batcher:
             self._last_size = len(batch)
             return batch
 
-    def _serve(self) -> None:
-        while (batch := self._collect()) is not None:
-            self._execute(batch)
-
     def _execute(self, batch: list[_Item]) -> None:
         try:
-            if self.one_by_one is None:
-                self.one_by_one = not self._run(_batch_invariant)
-                log.info("batcher %s: %s", self.name, "motif maps one image at a time"
-                         if self.one_by_one else "the motif model is batch-invariant")
             images = np.stack([item.image for item in batch])
             results = self._run(run_images, images, [item.dense for item in batch],
-                                decode_batch=self.decode_batch,
-                                motifs_one_by_one=self.one_by_one)
+                                decode_batch=self.decode_batch, motif_batch=1)
         except Exception as e:
             if len(batch) == 1:
                 batch[0].future.set_exception(e)
@@ -169,16 +175,3 @@ class Batcher:
         self.stats.largest = max(self.stats.largest, len(batch))
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
-
-
-def _batch_invariant(model) -> bool:
-    """Whether the motif model gives a probe image the same map alone as beside another."""
-    import torch
-
-    h, w = model.config.image_shape
-    rng = np.random.default_rng(0)
-    probe = torch.from_numpy((rng.random((2, 1, h, w)) < 0.1).astype(np.float32))
-    with torch.inference_mode():
-        alone = model.motif_model(probe[:1])
-        together = model.motif_model(probe)[:1]
-    return bool(torch.equal(alone, together))

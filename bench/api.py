@@ -8,9 +8,11 @@ Starts uvicorn on 127.0.0.1 (a free port) serving only the given checkpoint, wai
 /v1/ready, measures, stops it. Without a checkpoint it builds a tiny untrained model whose
 thresholds are calibrated (training-mode forwards, no gradients) to density 1e-3, so the
 sparse response has a realistic size. Client and server share this machine's cores: read
-the numbers as relative (overhead ratios), not as capacity. Thread settings come from the
-environment for both the bare forward and the server (e.g. OMP_NUM_THREADS=1
-OMP_WAIT_POLICY=PASSIVE on a machine that is busy with something else).
+the numbers as relative (overhead ratios), not as capacity. The bare forward and the HTTP
+requests at concurrency 1 alternate, and the throughput levels take turns over several
+rounds, so that the compared numbers share whatever else the machine is doing. Thread
+settings come from the environment for both the bare forward and the server (e.g.
+OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE on a machine that is busy with something else).
 """
 
 from __future__ import annotations
@@ -71,15 +73,35 @@ def start_api(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
         raise SystemExit(str(e)) from e
 
 
-def bare_forward(model: SparlingModel, image: np.ndarray, n: int) -> list[float]:
+def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict, n: int
+                ) -> tuple[list[float], list[float], float]:
+    """n bare forwards and n HTTP requests (concurrency 1), alternating, so that both see
+    the same background load: (bare latencies, HTTP latencies, bare CPU seconds of this
+    thread: all of a forward's CPU when torch runs 1 thread)."""
     x = dc.images_to_tensor(image)
     model.generate(x)  # warm-up
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        model.generate(x)
-        times.append(time.perf_counter() - t)
-    return times
+    bare, http, cpu = [], [], 0.0
+    with httpx.Client(timeout=120) as client:
+        client.post(url, **request).raise_for_status()
+        for _ in range(n):
+            t, c = time.perf_counter(), time.thread_time()
+            model.generate(x)
+            bare.append(time.perf_counter() - t)
+            cpu += time.thread_time() - c
+            t = time.perf_counter()
+            r = client.post(url, **request)
+            http.append(time.perf_counter() - t)
+            r.raise_for_status()
+    return bare, http, cpu
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
@@ -114,6 +136,10 @@ def main() -> None:
                              "else a tiny calibrated model)")
     parser.add_argument("--requests", type=int, default=80, help="requests per load level")
     parser.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput rounds: each runs every concurrency level in turn "
+                             "(`--requests` requests each), so that they share the "
+                             "background load; ratios are the median over rounds")
     parser.add_argument("--seed", type=int, default=dc.TEST_SEEDS_START)
     args = parser.parse_args()
 
@@ -141,16 +167,35 @@ def main() -> None:
               f"image seed {args.seed}, torch threads {torch.get_num_threads()}, "
               f"{os.cpu_count()} CPUs")
 
-        bare = bare_forward(ck.model, image, args.requests)
         motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
         n_active = int(ck.model.bottleneck.active(motifs).sum())
         proc = start_api(served, port, tmp / "uvicorn.log")
-        rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare))]
+        levels = [int(x) for x in args.concurrency.split(",")]
+        loads: dict[int, list] = {c: [[], 0.0] for c in levels}
+        round_rps: list[dict[int, float]] = []
+        server_cpu: dict[int, float] = {c: 0.0 for c in levels}
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
-            for c in [int(x) for x in args.concurrency.split(",")]:
-                lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
-                rows.append(("HTTP JSON, sparse", c, len(lat), lat, wall))
+            before = cpu_seconds(proc.pid)
+            bare, http, bare_cpu = interleaved(ck.model, image, url, json_request,
+                                               args.requests)
+            after = cpu_seconds(proc.pid)
+            http_cpu = None if before is None or after is None else after - before
+            rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare)),
+                    ("HTTP JSON, sparse (alternating)", 1, len(http), http, sum(http))]
+            for _ in range(args.rounds):
+                round_rps.append({})
+                for c in levels:
+                    before = cpu_seconds(proc.pid)
+                    lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
+                    after = cpu_seconds(proc.pid)
+                    if before is not None and after is not None:
+                        server_cpu[c] += after - before
+                    loads[c][0] += lat
+                    loads[c][1] += wall
+                    round_rps[-1][c] = len(lat) / wall
+            for c in levels:
+                rows.append(("HTTP JSON, sparse", c, len(loads[c][0]), *loads[c]))
             n_small = max(5, args.requests // 4)
             lat, wall, dense_bytes = run_load(url + "?dense=true", json_request, n_small, 1)
             rows.append(("HTTP JSON, dense=true", 1, len(lat), lat, wall))
@@ -176,12 +221,20 @@ def main() -> None:
     print(f"p50 overhead, HTTP sparse (c=1) vs bare forward: {http_p50 / bare_p50:.2f}x "
           f"({(http_p50 - bare_p50) * 1e3:+.2f} ms); best case: {http_min / bare_min:.2f}x "
           f"({(http_min - bare_min) * 1e3:+.2f} ms)")
-    if len(rows) > 3:
-        by_c = {r[1]: r for r in rows[1:-2]}
-        if 1 in by_c and 8 in by_c:
-            rps = [by_c[c][2] / by_c[c][4] for c in (1, 8)]
-            print(f"throughput c=8 / c=1: {rps[1] / rps[0]:.2f}x (concurrent requests to a "
-                  "model share batched forwards: backend/batching.py)")
+    if 1 in levels and 8 in levels:
+        if http_cpu and torch.get_num_threads() == 1:
+            print(f"CPU per request at c=1: server {http_cpu / len(http) * 1e3:.1f} ms, bare "
+                  f"forward {bare_cpu / len(bare) * 1e3:.1f} ms: {http_cpu / bare_cpu:.2f}x")
+        per_request = {c: server_cpu[c] / len(loads[c][0]) for c in (1, 8)}
+        if per_request[1] > 0 and per_request[8] > 0:
+            print(f"server CPU per request: c=1 {per_request[1] * 1e3:.1f} ms, c=8 "
+                  f"{per_request[8] * 1e3:.1f} ms: capacity c=8 / c=1 "
+                  f"{per_request[1] / per_request[8]:.2f}x (what throughput would gain with "
+                  "the cores to itself; CPU time does not count waiting for a busy core)")
+        ratios = [r[8] / r[1] for r in round_rps]
+        print(f"throughput c=8 / c=1: {float(np.median(ratios)):.2f}x median of "
+              f"{len(ratios)} rounds ({', '.join(f'{x:.2f}' for x in ratios)}); concurrent "
+              "requests to a model share batched forwards (backend/batching.py)")
     print(f"response bytes: sparse {sparse_bytes:,}, dense {dense_bytes:,}, "
           f"sparse/dense {sparse_bytes / dense_bytes:.4f} ({n_active} active values, "
           f"{len(sample.motifs)} digits in the image)")

@@ -81,17 +81,17 @@ def test_concurrent_requests_are_batched_and_equal_alone(loaded):
     assert results == alone  # bit for bit, dense maps included where asked
     assert [r["dense"] is not None for r in results] == dense
     assert stats.forwards - N <= 2 and stats.largest >= N // 2  # 1 + 7, 3 + 5, ...
-    # the sparse maps are the unbatched path's for one image (the tiny model is small enough
-    # for torch to pick another convolution kernel for a lone image than for several: the
-    # batcher found that out and runs its motif model one image at a time)
-    assert loaded.batcher.one_by_one
+    # the sparse maps are the unbatched path's for one image (motif maps are computed one
+    # image at a time: the tiny model is small enough for torch to pick another
+    # convolution kernel for a lone image than for several)
     direct = [run_images(loaded.model, image[None])[0] for image in images]
     assert [r["activations"] for r in results] == [r["activations"] for r in direct]
 
 
 def test_batch_limits_and_a_bad_image_fails_alone(loaded):
     # the same decoder chunk as the model's own batcher, so that results compare
-    batcher = Batcher(loaded.run, max_batch=3, max_wait_s=0.05, decode_batch=8, name="small")
+    batcher = Batcher(loaded.run, max_batch=3, max_wait_s=0.05,
+                      decode_batch=loaded.batcher.decode_batch, name="small")
     try:
         images = _images(6)
         images[4] = np.zeros((7, 7), dtype=np.float32)  # not the model's shape

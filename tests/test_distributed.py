@@ -3,14 +3,17 @@
 One spawn of 2 ranks (127.0.0.1, a free port) runs everything in tests/ddp_workers.py and
 saves what it computed; the tests compare it with this (non-distributed) process.
 
-Tolerances. The sparsity layer: thresholds, outputs, gradients and BatchNorm statistics to
-1e-6 relative (to the largest magnitude of each tensor). The selections are exact; what
+Tolerances. The sparsity layer: thresholds, outputs, input gradients and BatchNorm
+statistics to 1e-6 relative (to the largest magnitude of each tensor); BatchNorm's weight
+and bias gradients to 1e-5: each is a sum of 80,000 float32 products, which torch's own
+BatchNorm backward (the one-process reference) accumulates in float32 (measured: up to
+1.3e-6 from a float64 sum, depending on its thread count). The selections are exact; what
 differs is the BatchNorm arithmetic (its sums are float64 over ranks, torch's own kernel
 sums float32 in its own order): a few float32 ulps (measured: thresholds <= 2e-7, outputs
 <= 2e-7 relative). A value within those ulps of its threshold can fall on the other side:
 its output is ~1e-7 either way, but its gradient is w or 0, which moves the BatchNorm
 parameter gradients by O(1) / sqrt(active count). In a step where that happens (a few of
-the 72 layer steps), the input gradients are compared away from those values at 1e-5 and
+the 24 layer steps), the input gradients are compared away from those values at 1e-5 and
 the parameter gradients not at all.
 
 Training: losses and thresholds to 1e-5 relative, weights to 1e-5 absolute after 6 Adam

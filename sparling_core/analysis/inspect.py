@@ -215,14 +215,15 @@ def decode_in_fixed_batches(model: SparlingModel, motifs: torch.Tensor, size: in
 
 def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
                dense: bool | Sequence[bool] = False, decode_batch: int | None = None,
-               motifs_one_by_one: bool = False) -> list[dict]:
+               motif_batch: int | None = None) -> list[dict]:
     """Run (N, H, W) images: per image its sparse activations, n_active, density, decoded
     sequence and per-token probabilities (end token included); the dense (C, H, W) map as
     nested lists when `dense` (one flag for all, or one per image). `decode_batch`: decode
     in fixed-size chunks (`decode_in_fixed_batches`), so that an image gives the same
     result whatever it is batched with (the service's request batcher relies on it);
-    `motifs_one_by_one`: the motif maps one image at a time (for models whose
-    convolutions torch runs with another kernel for one image than for several)."""
+    `motif_batch`: the motif maps this many images at a time (1 for models whose
+    convolutions torch runs with another kernel for one image than for several; a few for
+    cache-friendly convolutions)."""
     _check_eval(model)
     with torch.inference_mode():
         x = _to_tensor(model, images)
@@ -234,8 +235,9 @@ def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
             motifs, sequences, probabilities = (decoded.motifs, decoded.sequences,
                                                 decoded.probabilities)
         else:
-            motifs = (torch.cat([model.sparse_motifs(x[i:i + 1]) for i in range(x.shape[0])])
-                      if motifs_one_by_one else model.sparse_motifs(x))
+            step = motif_batch or x.shape[0]
+            motifs = torch.cat([model.sparse_motifs(x[i:i + step])
+                                for i in range(0, x.shape[0], step)])
             sequences, probabilities = decode_in_fixed_batches(model, motifs, decode_batch)
         active = model.bottleneck.active(motifs)
         # the decoder's answer for an empty map: the baseline every decode is compared with

@@ -11,6 +11,8 @@ MT and ST follow SPEC 1.1 / 1.2: BatchNorm in front, then `relu(x - t)` where `t
 the batch quantile at the target sparsity with momentum 0.1. They match `sparling==0.3.0`
 (`SparseLayerWithBatchNorm` over `EnforceSparsityPerChannel2D` / `EnforceSparsityUniversally`)
 to 1e-6, but select thresholds without a full k-th-value pass where few values survive.
+Under torch.distributed (more than one process) their BatchNorm and thresholds use the
+global batch: see global_stats.py.
 """
 
 from __future__ import annotations
