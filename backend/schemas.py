@@ -178,6 +178,7 @@ class SampleOut(BaseModel):
 class DomainOut(BaseModel):
     name: str
     description: str
+    label_rule: str = Field("", description="how the label is read off the image")
     image_shape: list[int] = Field(description="[height, width]")
     vocabulary: list[str]
     max_label_length: int

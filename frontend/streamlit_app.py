@@ -34,10 +34,20 @@ page = st.navigation([
     st.Page(_PAGES / "intervene.py", title="Intervene", icon=":material/content_cut:"),
 ])
 
+# Checkpoint labels (id, sparsity kind, E2EE, density) wrap instead of being cut off with
+# an ellipsis, in the closed selectboxes and in their open option lists.
+st.html("""<style>
+[data-testid="stSelectbox"] [data-baseweb="select"] div {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+[data-baseweb="popover"] li[role="option"] div {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+</style>""")
 st.sidebar.markdown("### Sparling Motif Explorer")
 st.sidebar.caption(f"Backend: `{api.api_url()}`")
 if st.sidebar.button("Refresh data", help="Forget cached answers and ask the backend again"):
     st.cache_data.clear()
+    api.forget_last_good()
+st.session_state[api.STALE_KEY] = None  # set by any call answered from memory in this run
 
 try:
     listing = api.list_models()
@@ -56,4 +66,5 @@ if page.title != "Compare":
 
 page.run()
 _common.share_link(st.sidebar)  # after the page: it has written its own parameters
+_common.stale_badge(st.sidebar)
 

@@ -27,6 +27,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from frontend import api_client as api  # noqa: E402
+from frontend.app_pages import _common as ui  # noqa: E402
 
 APP = str(ROOT / "frontend" / "streamlit_app.py")
 TIMEOUT = 30
@@ -111,6 +112,15 @@ class FakeClient:
         return {**info, "top_crops": [{"seed": 100 + i, "row": 40 + i, "col": 30,
                                        "value": 2 - i / 10, "crop": crop} for i in range(6)]}
 
+    def domains(self):
+        self._check("domains")
+        return {"domains": [{"name": "digit-circle", "description": "digits on a circle",
+                             "label_rule": "the digits by increasing angle, smallest first",
+                             "image_shape": [H, W], "vocabulary": [str(d) for d in range(10)],
+                             "max_label_length": 6, "symbols": [str(d) for d in range(10)],
+                             "assignment": "one-to-one", "motif_channels": 10,
+                             "has_motifs": True, "splits": {}}]}
+
     def sample(self, seed, model_id=None, split="train"):
         self._check("sample", seed)
         return {"domain": "digit-circle", "split": split, "seed": seed, "height": H,
@@ -166,8 +176,10 @@ def fake(monkeypatch):
     client = FakeClient()
     monkeypatch.setattr(api, "get_client", lambda: client)
     st.cache_data.clear()
+    api.forget_last_good()
     yield client
     st.cache_data.clear()
+    api.forget_last_good()
 
 
 def run_page(page: str | None = None) -> AppTest:
@@ -243,7 +255,8 @@ def test_explore_channel_toggles_hide_markers(fake):
     at = run_page()
     at.button_group(key="explore_channels_10").set_value([6]).run()
     traces = marker_traces(figures(at)[0])
-    assert set(traces) == {"ch 6 → 7"}  # the false positive is on channel 3: hidden
+    # the false positive is on channel 3: hidden (the box legend entries stay)
+    assert {n for n in traces if not n.startswith("box: ")} == {"ch 6 → 7"}
 
 
 def test_explore_new_seed_asks_backend_again(fake):
@@ -483,10 +496,113 @@ def test_intervene_remove_and_add(fake):
     at.selectbox(key="intervene_channel").set_value(8).run()
     at.slider(key="intervene_row").set_value(33).run()
     at.slider(key="intervene_col").set_value(44).run()
+    at.button(key="intervene_add_one").click().run()
     call = [c for c in fake.calls if c[0] == "intervene"][-1]
     assert call[2]["add"] == [{"channel": 8, "row": 33, "col": 44, "value": 2.0}]
     assert marker_traces(figures(at)[0])["added"]["x"] == [44]
     assert "5 7 9" in texts(at)
+
+
+def test_intervene_several_additions_truth_boxes_and_token_diff(fake):
+    at = run_page("intervene")
+    fig = figures(at)[0]
+    # the ground-truth boxes of the sample are on the map, labelled with their symbol
+    assert len(fig["layout"]["shapes"]) == 4
+    assert sorted(a["text"] for a in fig["layout"]["annotations"]) == ["2", "5", "7", "9"]
+    assert "How a digit-circle label is read off the image: the digits by increasing " \
+           "angle" in texts(at)
+    at.toggle(key="intervene_add").set_value(True).run()
+    for channel, row in ((8, 30), (0, 60)):
+        at.selectbox(key="intervene_channel").set_value(channel).run()
+        at.slider(key="intervene_row").set_value(row).run()
+        at.button(key="intervene_add_one").click().run()
+    call = [c for c in fake.calls if c[0] == "intervene"][-1]
+    assert [(a["channel"], a["row"]) for a in call[2]["add"]] == [(8, 30), (0, 60)]
+    assert marker_traces(figures(at)[0])["added"]["y"] == [30, 60]
+    # before 2 5 7, after the fake's sorted union with digits 9 and 1: 1 2 5 7 9
+    diff = at.dataframe[-1].value
+    assert list(diff["change"]) == ["added", "kept", "kept", "kept", "added"]
+    assert list(diff["after"]) == ["1", "2", "5", "7", "9"]
+    at.button(key="intervene_clear").click().run()
+    assert "Nothing edited yet" in texts(at)
+
+
+def test_colours_follow_symbols_and_legend_is_always_shown(fake):
+    at = run_page()
+    fig = figures(at)[0]
+    assert fig["layout"]["showlegend"] is True
+    traces = marker_traces(fig)
+    # channel 1 is assigned to symbol "2": it wears symbol 2's colour, not channel 1's
+    assert traces["ch 1 → 2"]["marker"]["color"] == ui.SYMBOL_COLOURS[2]
+    assert traces["ch 6 → 7"]["marker"]["color"] == ui.SYMBOL_COLOURS[7]
+    assert {"box: hit", "box: confused", "box: missed"} <= set(traces)  # boxes explained
+    greys = {"#7f7f7f", "#9a9a9a", "#222a2a", "#778aae", "#b2828d"}
+    assert not greys & {c.lower() for c in ui.SYMBOL_COLOURS}
+    # both sides of Compare colour a symbol alike
+    at = run_page("compare")
+    left, right = (marker_traces(f) for f in figures(at))
+    assert left["ch 6 → 7"]["marker"]["color"] == right["ch 6 → 7"]["marker"]["color"]
+    # toggles: silent channels say so, and every toggle is tinted with its channel's colour
+    at = run_page()
+    options = [o.content if hasattr(o, "content") else str(o)
+               for o in at.button_group(key="explore_channels_10").proto.options]
+    assert sum("silent here" in o for o in options) == 6  # channels 1, 3, 4, 6 fire
+    assert ui.SYMBOL_COLOURS[7] in "".join(str(h.proto) for h in at.get("html"))
+
+
+def test_shapes_tell_apart_channels_sharing_a_symbol():
+    mapping = {0: "x", 1: "y", 2: "x", 3: "x"}
+    assert [ui.channel_shape(c, mapping) for c in range(4)] == [
+        "circle", "circle", "square", "diamond"]
+    assert ui.channel_colour(0, mapping, ["x", "y"]) == ui.channel_colour(2, mapping, ["x", "y"])
+    assert ui.channel_colour(1, mapping, ["x", "y"]) != ui.channel_colour(0, mapping, ["x", "y"])
+    assert ui.channel_shape(9, mapping) == "circle"  # unassigned
+
+
+def test_overlapping_markers_shrink(fake, monkeypatch):
+    fig = ui.motif_figure(None, 20, 20, [{"channel": 0, "row": 5, "col": 5, "value": 1.0},
+                                         {"channel": 1, "row": 5, "col": 5, "value": 1.0}])
+    sizes = [as_array(t["marker"]["size"]).tolist() for t in fig.to_dict()["data"]
+             if t.get("type") == "scatter" and t["name"].startswith("ch")]
+    assert sizes[0][0] > sizes[1][0] > 0
+
+
+def test_figure_png_draws_markers_boxes_and_legend():
+    from PIL import Image
+
+    mapping = {3: "5"}
+    png = ui.figure_png(np.zeros((20, 30)), 20, 30,
+                        [{"channel": 3, "row": 10, "col": 10, "value": 1.0}],
+                        mapping=mapping, symbols=[str(d) for d in range(10)],
+                        motifs=[{"symbol": "5", "box": [2, 20, 8, 28], "status": "missed"}],
+                        scale=4)
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert picture.shape[1] == 120 and picture.shape[0] > 80  # the legend below the image
+    hexed = "#{:02x}{:02x}{:02x}".format(*picture[42, 42])
+    assert hexed == ui.SYMBOL_COLOURS[5].lower()  # the dot, in symbol 5's colour
+    assert tuple(picture[8, 100]) == (0xd7, 0x19, 0x1c)  # the missed box's top edge
+    assert tuple(picture[0, 0]) == (255, 255, 255)
+
+
+def test_exports_include_png(fake):
+    at = run_page()
+    keys = [b.proto.id for b in at.get("download_button")]
+    assert any("explore_export_png" in k for k in keys)
+
+
+def test_cached_data_with_a_badge_while_the_backend_is_down(fake):
+    at = run_page()
+    assert len(figures(at)) == 1 and "cached data" not in texts(at)
+    fake.down = True
+    st.cache_data.clear()  # as if the TTLs had run out
+    at.run()
+    assert not at.exception and not at.error
+    assert len(figures(at)) == 1  # the last good answers
+    badge = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "Backend unreachable: showing cached data from" in badge
+    fake.down = False
+    at.run()
+    assert "Backend unreachable" not in "\n".join(m.value for m in at.sidebar.markdown)
 
 
 # --- the HTTP client -----------------------------------------------------------------------

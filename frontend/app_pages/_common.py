@@ -20,16 +20,23 @@ DEFAULT_KEY = "_default_model"  # the backend's default model (GET /v1/models "d
 PICKER_SHOWN = "_picker_shown"  # set by streamlit_app.py when it rendered the picker
 END = "end"
 
-# Ten well-separated colours (Tableau 10), then Plotly's longer palette for wider maps.
-CHANNEL_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-_MORE_COLOURS = ["#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100",
-                 "#750D86", "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D",
-                 "#6C7C32", "#778AAE", "#862A16", "#A777F1", "#620042", "#1616A7"]
+# Colours go to symbols, not channels: a channel takes the colour of the symbol it is
+# assigned to, so one symbol has one colour on every page and on both sides of Compare.
+# Tableau 10 without its grey, then Plotly's longer palette without its greys: no marker may
+# vanish into the grey ink.
+SYMBOL_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                  "#e377c2", "#17becf", "#bcbd22", "#0b3d91", "#E15F99", "#1CA71C", "#FB0D0D",
+                  "#DA16FF", "#B68100", "#750D86", "#EB663B", "#511CFB", "#00A08B", "#FC0080",
+                  "#6C7C32", "#862A16", "#A777F1", "#620042", "#1616A7", "#2E91E5"]
+# Channels that share a symbol (many-to-one) share its colour and differ in shape.
+MARKER_SHAPES = ["circle", "square", "diamond", "triangle-up", "pentagon", "hexagon",
+                 "triangle-down", "cross", "star-diamond", "hourglass"]
+CHANNEL_COLOURS = SYMBOL_COLOURS  # kept for callers that colour by channel index
 STATUS_STYLE = {  # ground-truth box colour and dash, by alignment status
     "hit": ("#1a9641", "solid"),
     "confused": ("#e66101", "dot"),
     "missed": ("#d7191c", "dash"),
+    "truth": ("#3b5b92", "solid"),  # a ground-truth box with no alignment status
 }
 
 
@@ -47,9 +54,42 @@ def strongest(points: Sequence[dict], limit: int = MAX_MARKERS,
     return chosen
 
 
-def channel_colour(channel: int) -> str:
-    palette = CHANNEL_COLOURS + _MORE_COLOURS
-    return palette[channel % len(palette)]
+def channel_colour(channel: int, mapping: dict[int, str] | None = None,
+                   symbols: Sequence[str] = ()) -> str:
+    """The colour of `channel`: its assigned symbol's colour (the symbol's place in the
+    domain's `symbols`), else a colour of its own after the symbols' colours."""
+    mapping = mapping or {}
+    symbols = list(symbols) or sorted(set(mapping.values()))
+    symbol = mapping.get(channel)
+    if symbol is not None and symbol in symbols:
+        return SYMBOL_COLOURS[symbols.index(symbol) % len(SYMBOL_COLOURS)]
+    return SYMBOL_COLOURS[(len(symbols) + channel) % len(SYMBOL_COLOURS)]
+
+
+def channel_shape(channel: int, mapping: dict[int, str] | None = None) -> str:
+    """The marker shape: a circle, unless other channels share this channel's symbol; the
+    k-th channel of a symbol (by index) takes the k-th shape."""
+    mapping = mapping or {}
+    symbol = mapping.get(channel)
+    if symbol is None:
+        return MARKER_SHAPES[0]
+    siblings = sorted(c for c, s in mapping.items() if s == symbol)
+    return MARKER_SHAPES[siblings.index(channel) % len(MARKER_SHAPES)]
+
+
+def tint_pills(key: str, colours: Sequence[str]) -> None:
+    """Tint the options of the st.pills widget `key` with `colours` (a border and a light
+    fill in each option's colour), so a channel toggle looks like its markers."""
+    rules = [f".st-key-{key} button:nth-of-type({i + 1}) {{ border: 2px solid {c} !important; "
+             f"background-color: {c}22 !important; }}"
+             for i, c in enumerate(colours)]
+    st.html("<style>" + "\n".join(rules) + "</style>")
+
+
+def domain_info(name: str) -> dict:
+    """The backend's description of domain `name` ({} when it does not list it)."""
+    listing = call(api.list_domains, what="list the domains").get("domains") or []
+    return next((d for d in listing if d.get("name") == name), {})
 
 
 # --- shareable state: page, model, seed, channel and compared model live in the URL --------
@@ -97,6 +137,17 @@ def share_link(container=None) -> None:
     query = "&".join(f"{k}={st.query_params[k]}" for k in URL_KEYS if k in st.query_params)
     container.caption("Link to this view (copy with the button)")
     container.code(f"{base}?{query}" if query else base or "(no link)", language=None)
+
+
+def stale_badge(container=None) -> None:
+    """A badge when this run showed remembered answers because the backend was down."""
+    since = st.session_state.get(api.STALE_KEY)
+    if since:
+        import time
+
+        when = time.strftime("%H:%M:%S", time.localtime(since))
+        (container or st.sidebar).badge(f"Backend unreachable: showing cached data from {when}",
+                                        icon=":material/cloud_off:", color="orange")
 
 
 # --- talking to the backend ---------------------------------------------------------------
@@ -282,9 +333,12 @@ def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: i
                  activations: Sequence[dict], *, mapping: dict[int, str] | None = None,
                  channels: Sequence[int] | None = None, motifs: Sequence[dict] = (),
                  false_positives: Sequence[dict] = (), removed: Sequence[dict] = (),
-                 added: Sequence[dict] = (), fig_height: int = 560) -> go.Figure:
-    """The image in grey with every active motif as a marker coloured by its channel (the
-    value on hover), ground-truth boxes coloured by status and false positives crossed."""
+                 added: Sequence[dict] = (), fig_height: int = 560,
+                 symbols: Sequence[str] = ()) -> go.Figure:
+    """The image in grey with every active motif as a marker coloured by its channel's
+    symbol (`symbols`: the domain's, which fixes each symbol's colour; the value on hover),
+    ground-truth boxes coloured by status and false positives ringed. The legend is
+    always shown."""
     mapping = mapping or {}
     shown = set(channels) if channels is not None else None
     fig = go.Figure()
@@ -298,7 +352,8 @@ def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: i
         colour, dash = STATUS_STYLE.get(motif["status"], ("#333333", "solid"))
         fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 - 0.5, y0=r0 - 0.5, y1=r1 - 0.5,
                       line={"color": colour, "width": 2.5, "dash": dash})
-        text = f"{motif['symbol']}: {motif['status']}"
+        text = (str(motif["symbol"]) if motif["status"] == "truth"
+                else f"{motif['symbol']}: {motif['status']}")
         if motif["status"] == "confused" and motif.get("channel") is not None:
             text += f" (ch {motif['channel']})"
         fig.add_annotation(x=(c0 + c1 - 1) / 2, y=r0 - 0.5, yanchor="bottom", text=text,
@@ -310,18 +365,36 @@ def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: i
         by_channel.setdefault(int(a["channel"]), []).append(a)
     # big markers for a sparse map (a handful of motifs), small ones when it is crowded
     size = 14 if len(activations) <= 60 else 9 if len(activations) <= 400 else 6
+    # where several channels fire at one pixel, each later one is drawn smaller, so every
+    # marker keeps a visible ring
+    stacked: dict[tuple[int, int], int] = {}
     for channel in sorted(by_channel):
         if shown is not None and channel not in shown:
             continue
         points = by_channel[channel]
         name = channel_name(channel, mapping)
+        sizes = []
+        for p in points:
+            place = (int(p["row"]), int(p["col"]))
+            depth = stacked.get(place, 0)
+            stacked[place] = depth + 1
+            sizes.append(max(4.0, size * 0.7 ** depth))
         fig.add_trace(go.Scatter(
             x=[p["col"] for p in points], y=[p["row"] for p in points], mode="markers",
-            name=name, customdata=[p["value"] for p in points],
-            marker={"size": size, "color": channel_colour(channel),
+            name=name, customdata=[p["value"] for p in points], showlegend=True,
+            marker={"size": sizes, "color": channel_colour(channel, mapping, symbols),
+                    "symbol": channel_shape(channel, mapping), "opacity": 0.9,
                     "line": {"color": "#111111", "width": 1 if size > 6 else 0.5}},
             hovertemplate=f"{name}<br>row %{{y}}, col %{{x}}<br>value %{{customdata:.3f}}"
                           "<extra></extra>"))
+    if not by_channel:  # the legend still says what would be drawn
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=True,
+                                 name="no active motifs", marker={"color": "#ffffff"}))
+    for status in sorted({m["status"] for m in motifs}):  # box styles in the legend
+        colour, dash = STATUS_STYLE.get(status, ("#333333", "solid"))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", showlegend=True,
+                                 name="ground truth" if status == "truth" else f"box: {status}",
+                                 line={"color": colour, "dash": dash, "width": 2.5}))
 
     if false_positives:  # a red ring around the motif, which stays visible inside it
         fig.add_trace(go.Scatter(
@@ -343,8 +416,8 @@ def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: i
         fig.add_trace(go.Scatter(
             x=[p["col"] for p in added], y=[p["row"] for p in added], mode="markers",
             name="added", customdata=[[p["channel"], p["value"]] for p in added],
-            marker={"symbol": "star", "size": 20, "color": [channel_colour(p["channel"])
-                                                          for p in added],
+            marker={"symbol": "star", "size": 20,
+                    "color": [channel_colour(p["channel"], mapping, symbols) for p in added],
                     "line": {"width": 1.5, "color": "#111111"}},
             hovertemplate="added: ch %{customdata[0]}<br>row %{y}, col %{x}<br>"
                           "value %{customdata[1]:.3f}<extra></extra>"))
@@ -355,10 +428,54 @@ def motif_figure(image: Sequence[Sequence[float]] | np.ndarray | None, height: i
                      scaleanchor="x", constrain="domain", title_text="row")
     # the legend sits in the bottom margin of the figure, clear of the axis title
     fig.update_layout(height=fig_height, margin={"l": 10, "r": 10, "t": 30, "b": 90},
+                      showlegend=True,
                       plot_bgcolor="white", hoverlabel={"bgcolor": "white"},
                       legend={"orientation": "h", "yref": "container", "yanchor": "bottom",
                               "y": 0, "x": 0, "font": {"size": 12}})
     return fig
+
+
+def figure_png(image: Sequence[Sequence[float]] | np.ndarray | None, height: int, width: int,
+               activations: Sequence[dict], *, mapping: dict[int, str] | None = None,
+               symbols: Sequence[str] = (), motifs: Sequence[dict] = (),
+               scale: int = 4) -> bytes:
+    """The motif figure as a PNG file (Pillow, no browser): the image in grey, ground-truth
+    boxes in their status colour, every active motif as a dot in its channel's colour, and
+    a legend of the channels drawn below the picture."""
+    from PIL import Image, ImageDraw
+
+    mapping = mapping or {}
+    z = np.zeros((height, width)) if image is None else np.asarray(image, dtype=float)
+    grey = (255 - np.clip(z, 0, 1) * (255 - 0x9A)).astype(np.uint8)
+    picture = np.kron(np.stack([grey] * 3, -1), np.ones((scale, scale, 1), dtype=np.uint8))
+    channels = sorted({int(a["channel"]) for a in activations})
+    line_height = 14
+    legend_rows = (len(channels) + 3) // 4 if channels else 1
+    canvas = Image.new("RGB", (width * scale, height * scale + 8 + legend_rows * line_height),
+                       "white")
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for motif in motifs:
+        r0, c0, r1, c1 = motif["box"]
+        colour = STATUS_STYLE.get(motif.get("status", "truth"), ("#333333", "solid"))[0]
+        draw.rectangle([c0 * scale, r0 * scale, c1 * scale - 1, r1 * scale - 1],
+                       outline=colour, width=2)
+    radius = max(3, int(scale * 1.5))
+    for a in activations:
+        x, y = (int(a["col"]) + 0.5) * scale, (int(a["row"]) + 0.5) * scale
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                     fill=channel_colour(int(a["channel"]), mapping, symbols), outline="#111111")
+    top = height * scale + 8
+    column_width = max(1, width * scale // 4)
+    for i, channel in enumerate(channels):
+        x, y = (i % 4) * column_width + 4, top + (i // 4) * line_height
+        draw.rectangle([x, y + 2, x + 9, y + 11], fill=channel_colour(channel, mapping, symbols))
+        draw.text((x + 13, y), channel_name(channel, mapping), fill="#111111")
+    if not channels:
+        draw.text((4, top), "no active motifs", fill="#111111")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def crop_image(crop: Sequence[Sequence[float]], mark: tuple[int, int] | None = None,

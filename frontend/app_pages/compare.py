@@ -55,6 +55,8 @@ for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare
                                    index=index)
         ui.set_url(**{("model", "compare")[side]: model_id})
         mapping = ui.assignment(model_id)
+        domain = next((m.get("domain") for m in available if m["id"] == model_id), None)
+        symbols = ui.domain_info(domain or "digit-circle").get("symbols") or []
         sample = ui.call(api.get_sample, model_id, seed, what=f"get sample {seed}")
         result = ui.call(api.activations_for_sample, model_id, seed, what="run the model")
         analysis = ui.call(api.analysis_for_sample, model_id, seed, what="analyse the sample")
@@ -63,7 +65,7 @@ for side, (column, key, index) in enumerate(zip(sides, ("compare_left", "compare
                               motifs=analysis["motifs"],
                               false_positives=ui.strongest(analysis["false_positives"],
                                                             ui.MAX_FALSE_POSITIVES),
-                              fig_height=560)
+                              fig_height=560, symbols=symbols)
         st.plotly_chart(fig, key=f"compare_figure_{side}")
         ui.show_sequence(result.get("tokens", result["sequence"]), result["probabilities"],
                          sample["label"])

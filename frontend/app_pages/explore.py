@@ -11,6 +11,7 @@ model_id = ui.current_model()
 mapping = ui.assignment(model_id)
 detail = ui.call(api.get_model, model_id, what=f"read checkpoint {model_id}")
 domain = detail.get("domain") or "digit-circle"
+symbols = ui.domain_info(domain).get("symbols") or []
 
 pick, options = st.columns([3, 2], vertical_alignment="bottom")
 source = pick.radio("Image", [f"A sample of {domain}", "Upload an image"],
@@ -68,12 +69,15 @@ with right:
     c1, c2 = st.columns(2)
     c1.metric("Active motifs", result["n_active"])
     c2.metric("Density", f"{result['density']:.2e}")
+    pills_key = f"explore_channels_{len(all_channels)}"
     shown = st.pills(
         "Channels to draw", all_channels, selection_mode="multi", default=all_channels,
-        wrap=True,
-        key=f"explore_channels_{len(all_channels)}",
-        format_func=lambda c: ui.channel_name(c, mapping) + ("" if c in present else " ·off"),
-        help="Click a channel to hide or show its motifs. '·off': silent on this image.")
+        wrap=True, key=pills_key,
+        format_func=lambda c: ui.channel_name(c, mapping) + (
+            "" if c in present else " · silent here"),
+        help="Click a channel to hide or show its motifs; each is tinted with its markers' "
+             "colour. 'silent here': the channel does not fire on this image.")
+    ui.tint_pills(pills_key, [ui.channel_colour(c, mapping, symbols) for c in all_channels])
 
 found = analysis["motifs"] if analysis else []
 false_positives = analysis["false_positives"] if analysis else []
@@ -81,13 +85,16 @@ drawn = ui.strongest(activations, channels=shown)
 drawn_fp = ui.strongest(false_positives, ui.MAX_FALSE_POSITIVES, channels=shown)
 with left:
     fig = ui.motif_figure(image, result["height"], result["width"], drawn, mapping=mapping,
-                          motifs=found, false_positives=drawn_fp, fig_height=700)
+                          motifs=found, false_positives=drawn_fp, fig_height=700,
+                          symbols=symbols)
     st.plotly_chart(fig, key="explore_figure")
     on_shown = len(ui.strongest(activations, limit=len(activations), channels=shown))
     if len(drawn) < on_shown:
         st.warning(f"This map is far from sparse: drawing the {len(drawn):,} strongest of "
                    f"{on_shown:,} active motifs on the chosen channels.", icon=":material/warning:")
-    legend = "Grey: the image. Dots: active motifs, coloured by channel (hover for the value)."
+    legend = ("Grey: the image. Markers: active motifs, coloured by the symbol their channel "
+              "is assigned to (channels sharing a symbol differ in shape; hover for the "
+              "value).")
     if analysis:
         legend += (" Boxes: ground-truth motifs, green = hit, orange dotted = confused (a "
                    "channel assigned to another symbol), red dashed = missed. Red rings: false "
@@ -133,5 +140,11 @@ with st.expander("Export"):
     if analysis:
         ui.download_json("Analysis (JSON)", analysis, f"{name}-analysis.json",
                          "explore_export_analysis", c2)
-    st.caption("The figure: use the camera icon of the plot's toolbar to save it as PNG.")
+    st.download_button("Figure (PNG)",
+                       ui.figure_png(image, result["height"], result["width"], drawn,
+                                     mapping=mapping, symbols=symbols, motifs=found),
+                       file_name=f"{name}-motifs.png", mime="image/png",
+                       key="explore_export_png", icon=":material/download:")
+    st.caption("The PNG shows the channels drawn above; the plot's camera icon saves the "
+               "interactive view as it is.")
 

@@ -83,6 +83,7 @@ class Domain:
     box_padding: int = 0  # evaluation pads every box by this many pixels (clipped)
     has_motifs: bool = True  # False: no motif ground truth (FPE / FNE / CE undefined)
     description: str = ""
+    label_rule: str = ""  # how the label is read off the image, for people (explorer, docs)
 
     # -- what a subclass provides -------------------------------------------------------
     def sample(self, seed: int, split: str = "train") -> Sample:
@@ -159,6 +160,7 @@ class Domain:
         return {
             "name": self.name,
             "description": self.description,
+            "label_rule": self.label_rule,
             "image_shape": list(self.image_shape),
             "vocabulary": list(self.vocabulary),
             "max_label_length": self.max_label_length,

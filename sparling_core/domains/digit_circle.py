@@ -191,6 +191,10 @@ class DigitCircle(Domain):
 
     name = "digit-circle"
     description = "3 to 6 distinct digits around a circle in a noisy 100x100 image (SPEC 2)"
+    label_rule = ("the digits in order of increasing angle around the circle (counter-clockwise "
+                  "on screen), rotated so that the smallest digit comes first: the same digits "
+                  "at the same places always give the same label, and moving one digit past "
+                  "another swaps them; adding the smallest digit anywhere rotates the rest")
     image_shape = (IMAGE_SIZE, IMAGE_SIZE)
     vocabulary = tuple(str(d) for d in range(NUM_DIGITS))
     max_label_length = MAX_DIGITS

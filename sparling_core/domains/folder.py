@@ -209,6 +209,7 @@ class FolderDomain(Domain):
     trained model's; every label token must be one of them."""
 
     description = "your own images and labels (labels.jsonl in a folder)"
+    label_rule = "as written in the folder's labels.jsonl"
     min_label_length = 1
     assignment = "one-to-one"
 

@@ -459,6 +459,9 @@ class LatexOCR(Domain):
     name = "latex-ocr"
     description = ("a random formula (fractions, parentheses, scripts, +) rendered in "
                    "Computer Modern in a 120x360 image with 25% speckle noise (SPEC 6)")
+    label_rule = ("the formula's LaTeX tokens in source order: a fraction is FRAC( numerator "
+                  "FRACMID denominator FRAC), scripts follow their base (SUP( or SUB( ... "
+                  "SUP)/SUB)), so the order is reading order except inside fractions")
     image_shape = (IMAGE_HEIGHT, IMAGE_WIDTH)
     vocabulary = VOCABULARY
     max_label_length = MAX_TOKENS

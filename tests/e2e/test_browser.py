@@ -194,14 +194,18 @@ def test_intervention_changes_the_decoding(page, backend, frontend):
     assert "removed" in legend_names(page)
 
     # plant a motif as well
-    page.get_by_text("Add a motif", exact=True).click()
+    page.get_by_text("Add motifs", exact=True).click()
     settle(page)
     page.get_by_label("Value", exact=True).fill("5")
     page.get_by_label("Value", exact=True).press("Enter")
     settle(page)
+    page.get_by_role("button", name=re.compile("Add this motif")).click()
+    settle(page)
     assert_no_exception(page)
     legend_entry(page, "added").wait_for()
     assert "added" in legend_names(page)
+    assert "Token by token" in main_text(page)
+    assert "ground truth" in legend_names(page)  # the sample's boxes are on the map
     shot(page, "04-intervene")
 
 
@@ -218,6 +222,102 @@ def test_other_pages_render(page, frontend, path, heading, must_show):
     if path == "/compare":
         assert wait_count(page, ".js-plotly-plot", 2) == 2
     shot(page, f"05-{path.strip('/')}")
+
+
+# --- issue 17: default model, shareable state, honest decodes, exports -------------------
+def sidebar_model(page) -> str:
+    return page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.inner_text()
+
+
+def test_opens_on_the_default_model(page, checkpoints):
+    from .conftest import free_port, start_frontend
+
+    server = start_backend(checkpoints, free_port(), name="backend-default",
+                           SPARLING_DEFAULT_MODEL="tiny-b")
+    app = None
+    try:
+        assert api(server, "/v1/models")["default"] == "tiny-b"
+        app = start_frontend(server.url, free_port(), name="frontend-default")
+        open_app(page, app.url, "Explore motifs")
+        settle(page)
+        assert "tiny-b" in sidebar_model(page)
+        assert "model=tiny-b" in page.url
+        shot(page, "07-default-model")
+    finally:
+        if app is not None:
+            app.stop()
+        server.stop()
+
+
+def test_url_state_round_trip(page, backend, frontend):
+    """/?model=tiny-b&seed=7 opens Explore on tiny-b with seed 7; a reload keeps it; a new
+    seed is written back to the URL, and the copyable link says so."""
+    open_app(page, frontend.url + "/?model=tiny-b&seed=7", "Explore motifs")
+    settle(page)
+    assert "tiny-b" in sidebar_model(page)
+    assert page.get_by_label("Seed", exact=True).input_value() == "7"
+    sample = api(backend, "/v1/models/tiny-b/samples/7")
+    page.get_by_text(re.compile(f"(Ground truth is|Matches the ground truth) "
+                                f"{re.escape(seq(sample['label']))}")).wait_for()
+    page.reload()
+    page.get_by_role("heading", name="Explore motifs").wait_for()
+    settle(page)
+    assert "tiny-b" in sidebar_model(page)
+    assert page.get_by_label("Seed", exact=True).input_value() == "7"
+    page.get_by_label("Seed", exact=True).fill("9")
+    page.get_by_label("Seed", exact=True).press("Enter")
+    settle(page)
+    page.wait_for_function("() => window.location.search.includes('seed=9')")
+    assert "model=tiny-b" in page.url and "seed=9" in page.url
+    link = page.locator('[data-testid="stSidebar"] [data-testid="stCode"]').first.inner_text()
+    assert "model=tiny-b" in link and "seed=9" in link
+    shot(page, "08-url-state")
+    assert_no_exception(page)
+
+
+def test_padded_upload_warns_and_shows_the_baseline(page, backend, frontend, tmp_path):
+    from PIL import Image
+
+    small = tmp_path / "small.png"
+    Image.new("L", (60, 40), 0).save(small)  # blank, and not the model's size
+    open_app(page, frontend.url, "Explore motifs")
+    page.get_by_text("Upload an image", exact=True).click()
+    page.get_by_text("Upload an image to see its motifs").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(small))
+    page.get_by_text("Uploads have no ground truth").wait_for()
+    settle(page)
+    text = main_text(page)
+    assert "The image was 40x60; it was padded" in text
+    assert "for an empty map the decoder answers" in text
+    shot(page, "09-honest-decode")
+    assert_no_exception(page)
+
+
+def test_exports_and_input_warnings(page, backend, frontend, tmp_path):
+    open_app(page, frontend.url + "/?seed=3", "Explore motifs")
+    settle(page)
+    page.get_by_text("Export", exact=True).click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name=re.compile("Activations \\(JSON\\)")).click()
+    path = tmp_path / "activations.json"
+    download.value.save_as(path)
+    exported = json.loads(path.read_text())
+    assert exported["activations"] == api(backend, "/v1/models/tiny-a/activations", {
+        "image": api(backend, "/v1/models/tiny-a/samples/3")["image"]})["activations"]
+    with page.expect_download() as download:
+        page.get_by_role("button", name=re.compile("Figure \\(PNG\\)")).click()
+    png = tmp_path / "figure.png"
+    download.value.save_as(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a file the service refuses: an input warning naming the control, no Retry button
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    page.get_by_text("Upload an image", exact=True).click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(bad))
+    page.get_by_text("Check the uploaded file").wait_for()
+    settle(page)
+    assert page.get_by_role("button", name="Retry").count() == 0
+    shot(page, "10-input-warning")
 
 
 def test_backend_down_is_reported_then_recovers(page, backend, frontend, checkpoints):
