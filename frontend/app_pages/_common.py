@@ -247,6 +247,8 @@ def model_picker(available: list[dict], container=None, *, key: str = MODEL_KEY,
             else available[min(index, len(available) - 1)]["id"])
     choice = container.selectbox(label, list(by_id), key=key,
                                  format_func=lambda i: model_label(by_id[i]))
+    # the whole label, never cut off (a narrow sidebar ellipsises the selectbox's text)
+    container.caption(f"Showing: {model_label(by_id[choice])}")
     st.session_state[f"_{key}"] = choice
     if url_key:
         set_url(**{url_key: choice})

@@ -226,7 +226,11 @@ def test_other_pages_render(page, frontend, path, heading, must_show):
 
 # --- issue 17: default model, shareable state, honest decodes, exports -------------------
 def sidebar_model(page) -> str:
-    return page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.inner_text()
+    """The full label of the checkpoint shown (the caption under the sidebar picker)."""
+    caption = page.locator('[data-testid="stSidebar"] [data-testid="stCaptionContainer"]',
+                           has_text="Showing:").first
+    caption.wait_for()
+    return caption.inner_text()
 
 
 def test_opens_on_the_default_model(page, checkpoints):
