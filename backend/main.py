@@ -119,7 +119,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("loaded models %s from %s; errors: %s", sorted(store.models),
                  settings.checkpoints, store.errors)
         app.state.store = store
-        yield
+        if settings.precompute_channels:
+            store.precompute_summaries(settings.channel_summary_n,
+                                       store.default_model(settings.default_model))
+        try:
+            yield
+        finally:
+            await run_in_threadpool(store.stop)
 
     app = FastAPI(
         docs_url=None,  # served below from local assets: /docs must work without internet

@@ -276,18 +276,46 @@ class Crop(BaseModel):
     crop_origin: list[int] = Field(description="[row, col] of the crop's top-left pixel")
 
 
+class DecodeEffect(BaseModel):
+    changed: int = Field(description="images whose decoded sequence changes when the channel "
+                                     "is removed from their sparse map (zeroed)")
+    n: int = Field(description="images looked at")
+
+
 class ChannelOut(BaseModel):
     channel: int
     symbol: str | None = Field(description="the symbol it is assigned to, if any")
     density: float
     histogram: Histogram
+    median: float | None = Field(description="median of its nonzero values (null: never fires)")
+    precision: float | None = Field(
+        description="fraction of its activations inside a box of its own symbol (boxes "
+                    "padded as in evaluation); null when unassigned or it never fires")
+    effect: DecodeEffect
 
 
 class ChannelDetail(ChannelOut):
-    top_crops: list[Crop]
+    top_crops: list[Crop] = Field(description="where it fires hardest, one per image")
+    middle_crops: list[Crop] = Field(description="activations nearest its median value, "
+                                                 "one per image")
+    outside_crops: list[Crop] = Field(description="where it fires hardest outside every "
+                                                  "ground-truth box, one per image")
+
+
+class SummaryProgress(BaseModel):
+    done: int = Field(description="validation images summarised so far")
+    total: int = Field(description="validation images in all (SPARLING_CHANNEL_SUMMARY_N)")
+
+
+class ChannelsComputing(BaseModel):
+    """The answer (HTTP 202) while a model's channel summaries are being computed."""
+    status: Literal["computing"] = "computing"
+    progress: SummaryProgress
 
 
 class ChannelList(BaseModel):
+    status: Literal["ready"] = "ready"
+    progress: SummaryProgress
     channels: list[ChannelOut]
 
 

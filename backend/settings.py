@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key: str | None = None  # when set, /v1 routes except health / ready need X-API-Key
     channel_summary_n: int = Field(500, ge=1, le=100_000)  # validation images per summary
+    # compute every model's channel summaries at start-up, in a background thread (the
+    # default model first); off: on the first request for a model's channels
+    precompute_channels: bool = True
     default_model: str | None = None  # the model the explorer opens on (else digit-circle-mt)
     # numbers one response may carry (a dense 10x100x100 map is 100,000); more: 413
     max_response_values: int = Field(500_000, ge=1)

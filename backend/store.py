@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -56,6 +57,10 @@ def _too_many(values: int, cap: int, what: str) -> str:
             "send fewer images, or leave out dense=true")
 
 
+class SummariesStopped(Exception):  # noqa: N818 - the server stops: not an error to report
+    """Computing channel summaries was stopped because the server is stopping."""
+
+
 @dataclass
 class LoadedModel:
     id: str
@@ -64,8 +69,12 @@ class LoadedModel:
     # One forward at a time per model: CPU threads are better spent inside one forward than
     # fighting over cores, and nothing else can touch the module meanwhile.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # channel summaries: computed at most once, by whichever thread claims them first
     _summary_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _summaries: list[dict] | None = field(default=None, repr=False)
+    _summary_future: Future | None = field(default=None, repr=False)
+    _summary_thread: threading.Thread | None = field(default=None, repr=False)
+    summary_progress: tuple[int, int] = (0, 0)  # (images done, images in all)
+    stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     # concurrent single-image requests share forwards (backend/batching.py)
     batcher: Batcher = field(init=False, repr=False)
     max_response_values: int | None = None  # SPARLING_MAX_RESPONSE_VALUES, set at start-up
@@ -108,12 +117,56 @@ class LoadedModel:
             raise ResponseTooLarge(_too_many(count, cap, "this result"))
         return result
 
-    def summaries(self, n: int) -> list[dict]:
-        """Channel summaries over n validation images: computed on first use, then cached."""
+    def _claim_summaries(self, n: int) -> tuple[Future, bool]:
+        """The future of this model's channel summaries, and whether the caller created it
+        (and so must compute them)."""
         with self._summary_lock:
-            if self._summaries is None:
-                self._summaries = self.run(channel_summaries, n, None, self.assignment)
-            return self._summaries
+            if self._summary_future is None:
+                self._summary_future = Future()
+                self.summary_progress = (0, n)
+                return self._summary_future, True
+            return self._summary_future, False
+
+    def _compute_summaries(self, n: int, future: Future) -> None:
+        def progress(done: int, total: int) -> None:
+            self.summary_progress = (done, total)
+            if self.stopping.is_set():
+                raise SummariesStopped("the server is stopping")
+
+        try:
+            # the model lock is held per batch, not for the whole run: other requests for
+            # this model are answered between batches
+            result = channel_summaries(self.model, n, None, self.assignment,
+                                       progress=progress, guard=self.lock)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
+            future.set_exception(e)
+        else:
+            future.set_result(result)
+
+    def summaries_future(self, n: int) -> Future:
+        """The channel summaries over n validation images as a future: started in a
+        background thread on first use, never computed twice (a failure is kept)."""
+        future, mine = self._claim_summaries(n)
+        if mine:
+            self._summary_thread = threading.Thread(
+                target=self._compute_summaries, args=(n, future), daemon=True,
+                name=f"channel-summaries-{self.id}")
+            self._summary_thread.start()
+        return future
+
+    def summaries(self, n: int) -> list[dict]:
+        """The channel summaries, computed in the calling thread unless another thread is
+        computing them already (then waits for that one); raises what computing raised."""
+        future, mine = self._claim_summaries(n)
+        if mine:
+            self._compute_summaries(n, future)
+        return future.result()
+
+    def stop_summaries(self, timeout: float | None = None) -> None:
+        """Stop computing summaries (at the next batch) and wait for the thread."""
+        self.stopping.set()
+        if self._summary_thread is not None:
+            self._summary_thread.join(timeout)
 
 
 def _without_paths(message: str, folder: Path) -> str:
@@ -131,6 +184,8 @@ class ModelStore:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # folder name -> why it did not load
     problem: str | None = None  # the folder itself is unusable
+    _precompute: threading.Thread | None = field(default=None, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @classmethod
     def load(cls, folder: Path) -> ModelStore:
@@ -187,3 +242,36 @@ class ModelStore:
             if candidate and candidate in self.models:
                 return candidate
         return min(self.models) if self.models else None
+
+    def precompute_summaries(self, n: int, first: str | None = None) -> None:
+        """Compute every model's channel summaries (over n validation images) in one
+        background thread, `first` first, then the others by id. A model whose summaries a
+        request has started already is waited for, not computed again."""
+        order = sorted(self.models, key=lambda model_id: (model_id != first, model_id))
+
+        def work() -> None:
+            for model_id in order:
+                if self._stopping.is_set():
+                    return
+                try:
+                    self.models[model_id].summaries(n)
+                except SummariesStopped:
+                    return
+                except Exception as e:  # noqa: BLE001 - kept in the future; requests say 409
+                    log.warning("channel summaries of %s failed: %s", model_id, e)
+            log.info("channel summaries of %d models computed", len(order))
+
+        self._precompute = threading.Thread(target=work, daemon=True,
+                                            name="channel-summaries-precompute")
+        self._precompute.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop computing channel summaries and wait (up to `timeout` s per thread) for the
+        threads doing it; each stops after the batch it is on."""
+        self._stopping.set()
+        for loaded in self.models.values():
+            loaded.stopping.set()
+        if self._precompute is not None:
+            self._precompute.join(timeout)
+        for loaded in self.models.values():
+            loaded.stop_summaries(timeout)

@@ -110,16 +110,47 @@ def get_history(model_id: str) -> dict:
     return get_client().history(model_id)
 
 
+class _StillComputing(Exception):  # noqa: N818 - carries the progress answer past the cache
+    def __init__(self, body: dict):
+        super().__init__("the channel summaries are still being computed")
+        self.body = body
+
+
+def _ready(body: dict) -> dict:
+    if isinstance(body, dict) and body.get("status") == "computing":
+        raise _StillComputing(body)  # exceptions are never cached: the next run asks again
+    return body
+
+
 @_stale_fallback
-@st.cache_data(ttl=TTL_RESULT, show_spinner="Computing channel statistics...")
+@st.cache_data(ttl=TTL_RESULT, show_spinner=False)
+def _channels(model_id: str) -> dict:
+    return _ready(get_client().channels(model_id, wait=0))
+
+
+@_stale_fallback
+@st.cache_data(ttl=TTL_RESULT, show_spinner=False)
+def _channel(model_id: str, channel: int) -> dict:
+    return _ready(get_client().channel(model_id, channel, wait=0))
+
+
 def get_channels(model_id: str) -> dict:
-    return get_client().channels(model_id)
+    """The channel summaries ({"status": "ready", "channels", ...}, cached), or while the
+    backend computes them {"status": "computing", "progress": {done, total}} (not cached).
+    Never waits for the computation."""
+    try:
+        return _channels(model_id)
+    except _StillComputing as e:
+        return e.body
 
 
-@_stale_fallback
-@st.cache_data(ttl=TTL_RESULT, show_spinner="Finding the top-activating crops...")
 def get_channel(model_id: str, channel: int) -> dict:
-    return get_client().channel(model_id, channel)
+    """One channel's summary and crops (cached), or the progress answer as for
+    `get_channels`."""
+    try:
+        return _channel(model_id, channel)
+    except _StillComputing as e:
+        return e.body
 
 
 @_stale_fallback

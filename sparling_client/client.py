@@ -186,14 +186,29 @@ class Client:
         """GET /v1/models/{id}/history: {"history": [one row per validation]}."""
         return self.request("GET", f"/v1/models/{model_id}/history")
 
-    def channels(self, model_id: str) -> Json:
-        """GET /v1/models/{id}/channels: {"channels": [{channel, symbol, density,
-        histogram}]} over validation images (slow on the first call per model)."""
-        return self.request("GET", f"/v1/models/{model_id}/channels")
+    def _summaries(self, path: str, wait: float) -> Json:
+        """GET a channel summary route; while the service answers `status: "computing"`,
+        poll it (each call waits at most 30 s on the server) until `wait` s have passed."""
+        deadline = time.monotonic() + wait
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            body = self.request("GET", path, params={"wait": round(min(left, 30.0), 3)},
+                                timeout=self.timeout + min(left, 30.0))
+            if not (isinstance(body, dict) and body.get("status") == "computing") or not left:
+                return body
 
-    def channel(self, model_id: str, channel: int) -> Json:
-        """GET /v1/models/{id}/channels/{c}: one channel's summary and its top crops."""
-        return self.request("GET", f"/v1/models/{model_id}/channels/{int(channel)}")
+    def channels(self, model_id: str, wait: float = 600.0) -> Json:
+        """GET /v1/models/{id}/channels: {"status": "ready", "progress", "channels":
+        [{channel, symbol, density, histogram, median, precision, effect}]} over validation
+        images. The service computes them once per model (at start-up, in the background);
+        until they are ready it answers {"status": "computing", "progress": {done, total}},
+        which this method polls for up to `wait` seconds (0: return it at once)."""
+        return self._summaries(f"/v1/models/{model_id}/channels", wait)
+
+    def channel(self, model_id: str, channel: int, wait: float = 600.0) -> Json:
+        """GET /v1/models/{id}/channels/{c}: one channel's summary and its crops
+        (top_crops, middle_crops, outside_crops); `wait` as for `channels`."""
+        return self._summaries(f"/v1/models/{model_id}/channels/{int(channel)}", wait)
 
     # --- domains and samples -------------------------------------------------------------
     def domains(self) -> Json:

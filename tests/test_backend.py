@@ -10,6 +10,7 @@ import shutil
 import struct
 import sys
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -582,16 +583,24 @@ def test_analysis_errors(client, body):
 
 # --- channels ---------------------------------------------------------------------------
 
+READY = {"wait": 60}  # wait for channel summaries still being computed
+
+
 def test_channels(client, tiny):
-    r = client.get("/v1/models/tiny/channels")
+    r = client.get("/v1/models/tiny/channels", params=READY)
     assert r.status_code == 200
+    assert r.json()["status"] == "ready"
+    assert r.json()["progress"] == {"done": SUMMARY_N, "total": SUMMARY_N}
     channels = r.json()["channels"]
     c2d = si.parse_assignment(tiny.metrics["assignment"], 10)
     expected = si.channel_summaries(tiny.model, SUMMARY_N, assignment=c2d)
     assert [c["channel"] for c in channels] == list(range(10))
     for got, want in zip(channels, expected, strict=True):
-        assert set(got) == {"channel", "symbol", "density", "histogram"}
+        assert set(got) == {"channel", "symbol", "density", "histogram", "median",
+                            "precision", "effect"}
         assert got["symbol"] == want["symbol"]
+        assert got["effect"] == want["effect"] and got["effect"]["n"] == SUMMARY_N
+        assert got["precision"] == pytest.approx(want["precision"])
         assert got["density"] == pytest.approx(want["density"])
         assert got["histogram"]["counts"] == want["histogram"]["counts"]
         assert got["histogram"]["edges"] == pytest.approx(want["histogram"]["edges"])
@@ -600,13 +609,16 @@ def test_channels(client, tiny):
 
 
 def test_channel_detail(client):
-    listed = client.get("/v1/models/tiny/channels").json()["channels"]
+    listed = client.get("/v1/models/tiny/channels", params=READY).json()["channels"]
     for c in (0, 9):
-        r = client.get(f"/v1/models/tiny/channels/{c}")
+        r = client.get(f"/v1/models/tiny/channels/{c}", params=READY)
         assert r.status_code == 200
         body = r.json()
         assert {k: body[k] for k in listed[c]} == listed[c]
         assert 0 < len(body["top_crops"]) <= 12
+        assert len(body["middle_crops"]) <= 8 and len(body["outside_crops"]) <= 8
+        for crop in body["middle_crops"] + body["outside_crops"]:
+            assert set(crop) == {"seed", "row", "col", "value", "crop", "crop_origin"}
         crop = body["top_crops"][0]
         r0, c0 = crop["crop_origin"]
         image = np.array(client.get(f"/v1/samples/{crop['seed']}").json()["image"])
@@ -616,24 +628,34 @@ def test_channel_detail(client):
 
 @pytest.mark.parametrize("channel, status", [(10, 404), (-1, 422), ("x", 422)])
 def test_channel_detail_errors(client, channel, status):
-    r = client.get(f"/v1/models/tiny/channels/{channel}")
+    r = client.get(f"/v1/models/tiny/channels/{channel}", params=READY)
     assert r.status_code == status and r.json()["detail"]
 
 
-def test_channel_summaries_are_computed_once(checkpoints, monkeypatch):
+def _counting_summaries(monkeypatch, release: threading.Event | None = None) -> list:
+    """Count the store's channel_summaries calls (n of each); with `release`, each call
+    reports its first batch, then waits for it before finishing."""
     calls = []
     real = store_module.channel_summaries
 
-    def counting(*args, **kwargs):
-        calls.append(args[1])
-        return real(*args, **kwargs)
+    def counting(model, n, *args, progress=None, **kwargs):
+        calls.append(n)
+        if release is not None:
+            progress(1, n)
+            assert release.wait(30)
+        return real(model, n, *args, progress=progress, **kwargs)
 
     monkeypatch.setattr(store_module, "channel_summaries", counting)
-    with make_client(checkpoints, channel_summary_n=2) as c:
+    return calls
+
+
+def test_channel_summaries_are_computed_once(checkpoints, monkeypatch):
+    calls = _counting_summaries(monkeypatch)
+    with make_client(checkpoints, channel_summary_n=2, precompute_channels=False) as c:
         results = []
 
         def get():
-            results.append(c.get("/v1/models/tiny/channels").json())
+            results.append(c.get("/v1/models/tiny/channels", params=READY).json())
 
         threads = [threading.Thread(target=get) for _ in range(4)]
         for t in threads:
@@ -641,8 +663,81 @@ def test_channel_summaries_are_computed_once(checkpoints, monkeypatch):
         for t in threads:
             t.join()
         assert c.get("/v1/models/tiny/channels/3").status_code == 200
-    assert calls == [2]  # n = SPARLING_CHANNEL_SUMMARY_N, computed once under the lock
+    assert calls == [2]  # n = SPARLING_CHANNEL_SUMMARY_N, computed once
     assert len(results) == 4 and all(r == results[0] for r in results)
+
+
+def test_channels_report_progress_while_computing(checkpoints, monkeypatch):
+    """Without the start-up precompute, the first request starts the work and is answered
+    202 with the progress at once; polls do not start it again; then the payload."""
+    release = threading.Event()
+    calls = _counting_summaries(monkeypatch, release)
+    try:
+        with make_client(checkpoints, channel_summary_n=3, precompute_channels=False) as c:
+            first = c.get("/v1/models/tiny/channels")
+            assert first.status_code == 202
+            assert first.json()["status"] == "computing"
+            assert first.json()["progress"]["total"] == 3
+            detail = c.get("/v1/models/tiny/channels/2")
+            assert detail.status_code == 202 and detail.json()["status"] == "computing"
+            for _ in range(100):  # the worker thread reports its first batch
+                if c.get("/v1/models/tiny/channels").json()["progress"]["done"] == 1:
+                    break
+                release.wait(0.05)
+            r = c.get("/v1/models/tiny/channels")
+            assert (r.status_code, r.json()["progress"]) == (202, {"done": 1, "total": 3})
+            assert c.get("/v1/models/tiny/channels/99").status_code == 404  # not waited for
+            release.set()
+            ready = c.get("/v1/models/tiny/channels", params=READY)
+            assert ready.status_code == 200 and len(ready.json()["channels"]) == 10
+            assert ready.json()["progress"] == {"done": 3, "total": 3}
+            assert c.get("/v1/models/tiny/channels/2").status_code == 200
+            assert calls == [3]  # tiny only: the other models were never asked for
+    finally:
+        release.set()
+
+
+def test_channels_are_precomputed_at_start_up(checkpoints, monkeypatch):
+    """With the precompute on, every loaded model is summarised once in the background,
+    the default model first, and a request then finds them ready without computing."""
+    order = []
+    real = store_module.channel_summaries
+
+    def recording(model, n, *args, **kwargs):
+        order.append(kwargs["guard"])  # the model's lock: which model, looked up below
+        return real(model, n, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "channel_summaries", recording)
+    with make_client(checkpoints, channel_summary_n=2, precompute_channels=True,
+                     default_model="no-metrics") as c:
+        store = c.app.state.store
+        store._precompute.join(120)
+        assert not store._precompute.is_alive()
+        ids = {id(m.lock): m.id for m in store.models.values()}
+        order = [ids[id(lock)] for lock in order]
+        assert order[0] == "no-metrics" and sorted(order) == sorted(store.models)
+        r = c.get("/v1/models/tiny/channels")  # no wait: ready already
+        assert r.status_code == 200 and r.json()["progress"] == {"done": 2, "total": 2}
+    assert len(order) == len(store.models)  # nothing computed twice
+
+
+def test_stopping_the_server_stops_the_summaries(checkpoints, monkeypatch):
+    """Leaving the app (lifespan shutdown) stops a computation mid-way: no thread is left."""
+    release = threading.Event()
+    _counting_summaries(monkeypatch, release)
+    with make_client(checkpoints, channel_summary_n=3, precompute_channels=True) as c:
+        store = c.app.state.store
+        for _ in range(200):  # the precompute has started on its first model
+            if any(m.summary_progress[0] for m in store.models.values()):
+                break
+            release.wait(0.05)
+        # the computation goes on to its next batch once released, sees the stop and ends
+        threading.Timer(0.5, release.set).start()
+        started = time.monotonic()
+    assert time.monotonic() - started < 20  # shutdown did not wait for the 30 s timeout
+    assert not store._precompute.is_alive()
+    for loaded in store.models.values():
+        assert loaded._summary_thread is None or not loaded._summary_thread.is_alive()
 
 
 # --- interventions ----------------------------------------------------------------------
@@ -801,8 +896,8 @@ def test_serving_leaves_weights_thresholds_and_batchnorm_byte_identical(checkpoi
                 assert c.post(f"{base}/activations/batch",
                               json={"images": [image, image]}).status_code == 200
                 assert c.post(f"{base}/analysis", json={"seed": i}).status_code == 200
-                assert c.get(f"{base}/channels").status_code == 200
-                assert c.get(f"{base}/channels/{i}").status_code == 200
+                assert c.get(f"{base}/channels", params=READY).status_code == 200
+                assert c.get(f"{base}/channels/{i}", params=READY).status_code == 200
                 assert c.post(f"{base}/intervene", json={
                     "seed": i, "remove": [{"channel": 0, "row": 5, "col": 5}],
                     "add": [{"channel": 1, "row": 6, "col": 6, "value": 3.0}]}
@@ -835,7 +930,7 @@ def test_a_model_of_another_image_size(tmp_path):
         assert r.status_code == 200 and len(r.json()["activations"]) == r.json()["n_active"]
         assert c.post("/v1/models/small/analysis", json={"seed": 1}).status_code == 422
         assert c.post("/v1/models/small/intervene", json={"seed": 1}).status_code == 422
-        r = c.get("/v1/models/small/channels")
+        r = c.get("/v1/models/small/channels", params=READY)
         assert r.status_code == 409 and "64x64" in r.json()["detail"]
 
 

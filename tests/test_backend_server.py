@@ -82,9 +82,10 @@ def test_every_kind_of_request_over_http(server):
         assert c.get("/v1/samples/8").json()["label"] == [str(d) for d in dc.sample(8).label]
         analysis = c.post("/v1/models/tiny/analysis", json={"seed": 8}).json()
         assert len(analysis["motifs"]) == len(dc.sample(8).motifs)
-        channels = c.get("/v1/models/tiny/channels").json()["channels"]
+        channels = c.get("/v1/models/tiny/channels", params={"wait": 50}).json()["channels"]
         assert len(channels) == 10
-        assert len(c.get("/v1/models/tiny/channels/2").json()["top_crops"]) <= 12
+        detail = c.get("/v1/models/tiny/channels/2", params={"wait": 50}).json()
+        assert len(detail["top_crops"]) <= 12
         r = c.post("/v1/models/tiny/intervene",
                    json={"seed": 8, "add": [{"channel": 1, "row": 2, "col": 3, "value": 4.0}]})
         assert r.status_code == 200 and r.json()["added"] == 1

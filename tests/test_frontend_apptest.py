@@ -62,6 +62,7 @@ class FakeClient:
         self.down = False
         self.calls: list[tuple] = []
         self.model_ids = list(models)
+        self.computing: tuple[int, int] | None = None  # channel summaries: (done, total)
 
     def _check(self, name, *args, **kwargs):
         self.calls.append((name, args, kwargs))
@@ -98,19 +99,33 @@ class FakeClient:
                              else []}
                             for i in range(12)]}
 
-    def channels(self, model_id):
-        self._check("channels", model_id)
-        return {"channels": [{"channel": c, "symbol": MAPPING[str(c)],
+    def channels(self, model_id, wait=None):
+        self._check("channels", model_id, wait=wait)
+        if self.computing is not None:
+            done, total = self.computing
+            return {"status": "computing", "progress": {"done": done, "total": total}}
+        return {"status": "ready", "progress": {"done": 6, "total": 6},
+                "channels": [{"channel": c, "symbol": MAPPING[str(c)],
                               "density": 5e-5 + c * 1e-6,
                               "histogram": {"edges": [0, 0.5, 1, 1.5, 2],
-                                            "counts": [3, 5, 2, 1]}} for c in range(10)]}
+                                            "counts": [3, 5, 2, 1]},
+                              "median": 0.75, "precision": 0.8 if c != 3 else None,
+                              "effect": {"changed": c, "n": 6}} for c in range(10)]}
 
-    def channel(self, model_id, channel):
-        self._check("channel", model_id, channel)
-        info = self.channels(model_id)["channels"][channel]
+    def channel(self, model_id, channel, wait=None):
+        self._check("channel", model_id, channel, wait=wait)
+        body = self.channels(model_id)
+        if body["status"] == "computing":
+            return body
+        info = body["channels"][channel]
         crop = [[int((r + c) % 3 == 0) for c in range(15)] for r in range(15)]
-        return {**info, "top_crops": [{"seed": 100 + i, "row": 40 + i, "col": 30,
-                                       "value": 2 - i / 10, "crop": crop} for i in range(6)]}
+
+        def crops(first_seed, n):
+            return [{"seed": first_seed + i, "row": 40 + i, "col": 30, "value": 2 - i / 10,
+                     "crop": crop, "crop_origin": [33 + i, 23]} for i in range(n)]
+
+        return {**info, "top_crops": crops(100, 6), "middle_crops": crops(200, 3),
+                "outside_crops": crops(300, 2)}
 
     def domains(self):
         self._check("domains")
@@ -351,11 +366,66 @@ def test_channels_page(fake):
     select = at.selectbox(key="channel_pick_alpha")
     select.set_value(6).run()
     page = texts(at)
-    assert "Aligned symbol=7" in page and "Top crops=6" in page
-    assert len(at.image) == 6  # the gallery of top-activating crops
+    assert "Aligned symbol=7" in page and "Precision=80.0%" in page
+    assert "Decode changes without it=6 of 6" in page
+    assert len(at.image) == 6 + 3 + 2  # top, middle and outside crops
+    for heading in ("Top-activating crops", "Middle of the value range",
+                    "Firing outside every box"):
+        assert heading in page
+    assert "(0.75)" in page  # the median, in the middle section's caption
+    # every crop links to its image in Explore (the default page, at /)
+    links = [m.value for m in at.markdown if "](./?model=" in m.value]
+    assert len(links) == 11
+    assert "[seed 100](./?model=alpha&seed=100)" in links[0]
+    assert any("[seed 301](./?model=alpha&seed=301)" in link for link in links)
+    table = at.dataframe[0].value
+    assert list(table["precision"][:4]) == ["80.0%", "80.0%", "80.0%", "—"]
+    assert list(table["decode changes"][:2]) == ["0 of 6", "1 of 6"]
     (hist,) = figures(at)
     assert hist["data"][0]["type"] == "bar" and hist["data"][0]["y"] == [3, 5, 2, 1]
-    assert ("channel", ("alpha", 6), {}) in fake.calls
+    assert ("channel", ("alpha", 6), {"wait": 0}) in fake.calls
+
+
+def test_channels_page_shows_progress_while_computing(fake):
+    fake.computing = (120, 500)
+    at = run_page("channels")
+    (bar,) = at.get("progress")
+    assert bar.proto.value == 24  # percent
+    assert "120 of 500 validation images" in bar.proto.text
+    assert not at.get("selectbox") or not any(
+        s.key == "channel_pick_alpha" for s in at.selectbox)
+    assert not any(c[0] == "channel" for c in fake.calls)  # no detail asked for yet
+    fake.computing = (400, 500)
+    at.button(key="channels_check_again").click().run()  # the progress is never cached
+    assert "400 of 500" in at.get("progress")[0].proto.text
+    fake.computing = None
+    at.button(key="channels_check_again").click().run()
+    assert not at.exception and not at.get("progress")
+    assert at.selectbox(key="channel_pick_alpha").value == 0
+    assert "Middle of the value range" in texts(at)
+
+
+def test_channels_zip_names_crops_by_kind(fake, monkeypatch):
+    import zipfile
+
+    sent = []
+    real = st.download_button
+
+    def recording(label, data, *args, **kwargs):
+        sent.append(data)
+        return real(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", recording)
+    run_page("channels")
+    (data,) = sent
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        listed = json.loads(archive.read("crops.json"))
+    assert sum(n.startswith("channel0-top-") for n in names) == 6
+    assert sum(n.startswith("channel0-middle-") for n in names) == 3
+    assert "channel0-outside-01-seed301.png" in names
+    assert {k: len(v) for k, v in listed.items()} == {
+        "top_crops": 6, "middle_crops": 3, "outside_crops": 2}
 
 
 def test_alignment_page_shows_paper_numbers(fake):

@@ -19,6 +19,9 @@ from sparling_core.analysis import inspect as si  # noqa: E402
 from sparling_core.analysis.metrics import MotifStats, align_image  # noqa: E402
 from sparling_core.checkpoint import load_checkpoint  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
+from sparling_core.domains import get_domain  # noqa: E402
+
+DIGITS = get_domain("digit-circle")
 
 
 @pytest.fixture(scope="session")
@@ -334,7 +337,127 @@ def test_channel_summaries_second_pass_is_exact(checkpoint, summaries):
     c2d = si.parse_channel_to_digit(checkpoint.metrics["channel_to_digit"], 10)
     again = si.channel_summaries(checkpoint.model, N_SUMMARY, assignment=c2d,
                                  max_values=10, batch_size=4)
-    assert again == summaries
+    # the median and the middle crops come from the activations held (none here)
+    held = ("median", "middle_crops")
+    assert [{k: v for k, v in s.items() if k not in held} for s in again] == [
+        {k: v for k, v in s.items() if k not in held} for s in summaries]
+
+
+def _maps(model, n: int = N_SUMMARY) -> tuple[list, torch.Tensor]:
+    """The first n validation samples (as the domain gives them) and their sparse maps."""
+    samples = DIGITS.samples(range(dc.VALIDATION_SEEDS_START, dc.VALIDATION_SEEDS_START + n),
+                             "val")
+    with torch.inference_mode():
+        maps = model.sparse_motifs(dc.images_to_tensor(np.stack([s.image for s in samples])))
+    return samples, maps
+
+
+def _padded_boxes(sample) -> list[tuple[str, tuple[int, int, int, int]]]:
+    p = DIGITS.box_padding
+    return [(m.symbol, (m.box[0] - p, m.box[1] - p, m.box[2] + p, m.box[3] + p))
+            for m in sample.motifs]
+
+
+def _inside(box, row: int, col: int) -> bool:
+    r0, c0, r1, c1 = box
+    return r0 <= row < r1 and c0 <= col < c1
+
+
+def test_channel_summaries_outside_crops_lie_outside_every_padded_box(checkpoint, summaries):
+    samples, maps = _maps(checkpoint.model)
+    by_seed = {s.seed: (s, i) for i, s in enumerate(samples)}
+    seen = 0
+    for s in summaries:
+        crops = s["outside_crops"]
+        assert len(crops) <= 8 and len({c["seed"] for c in crops}) == len(crops)
+        assert [c["value"] for c in crops] == sorted((c["value"] for c in crops), reverse=True)
+        for c in crops:
+            sample, i = by_seed[c["seed"]]
+            assert not any(_inside(box, c["row"], c["col"]) for _, box in _padded_boxes(sample))
+            assert maps[i, s["channel"], c["row"], c["col"]].item() == pytest.approx(c["value"])
+            # the strongest activation of that image outside the boxes
+            outside = [maps[i, s["channel"], r, k].item()
+                       for r, k in zip(*np.nonzero(maps[i, s["channel"]].numpy()), strict=True)
+                       if not any(_inside(b, r, k) for _, b in _padded_boxes(sample))]
+            assert c["value"] == pytest.approx(max(outside))
+            seen += 1
+    assert seen  # the tiny model fires outside the boxes
+
+
+def test_channel_summaries_middle_crops_are_nearest_the_median(checkpoint, summaries):
+    samples, maps = _maps(checkpoint.model)
+    for s in summaries:
+        ch = s["channel"]
+        values = maps[:, ch][maps[:, ch] != 0].numpy()
+        if not values.size:
+            assert s["median"] is None and s["middle_crops"] == []
+            continue
+        median = float(np.median(values))
+        assert s["median"] == pytest.approx(median)
+        # per image, how near its nearest activation comes to the median
+        nearest = sorted(float(np.abs(maps[i, ch][maps[i, ch] != 0].numpy() - median).min())
+                         for i in range(len(samples)) if (maps[i, ch] != 0).any())
+        crops = s["middle_crops"]
+        assert len(crops) == min(8, len(nearest))
+        assert [abs(c["value"] - median) for c in crops] == pytest.approx(nearest[:len(crops)])
+        for c in crops:
+            i = c["seed"] - dc.VALIDATION_SEEDS_START
+            assert maps[i, ch, c["row"], c["col"]].item() == pytest.approx(c["value"])
+
+
+def test_channel_summaries_precision_is_a_hand_count(checkpoint, summaries):
+    samples, maps = _maps(checkpoint.model)
+    for s in summaries:
+        ch, symbol = s["channel"], s["symbol"]
+        on = [(i, r, k) for i, r, k in zip(*np.nonzero(maps[:, ch].numpy()), strict=True)]
+        if symbol is None or not on:
+            assert s["precision"] is None
+            continue
+        hits = sum(any(sym == symbol and _inside(box, r, k)
+                       for sym, box in _padded_boxes(samples[i])) for i, r, k in on)
+        assert 0 <= s["precision"] <= 1
+        assert s["precision"] == pytest.approx(hits / len(on))
+
+
+def test_channel_summaries_decode_effect_counts_changed_outputs():
+    """On the shipped model: removing a channel (every activation of it, with `intervene`,
+    one image at a time) changes the decode of exactly `changed` of the n images; a channel
+    that never fires changes nothing."""
+    shipped = load_checkpoint(pathlib.Path(__file__).parent.parent / "checkpoints"
+                              / "digit-circle-mt")
+    model = shipped.model.eval()
+    n = 8
+    result = si.channel_summaries(model, n, top_k=1, middle_k=1, outside_k=1)
+    samples, maps = _maps(model, n)
+    silent = 0
+    for s in result:
+        ch = s["channel"]
+        assert s["effect"]["n"] == n
+        changed = 0
+        for i, sample in enumerate(samples):
+            on = [{"channel": ch, "row": int(r), "col": int(k)}
+                  for r, k in zip(*np.nonzero(maps[i, ch].numpy()), strict=True)]
+            if on:
+                edit = si.intervene(model, sample.image, remove=on)
+                changed += edit["before"]["sequence"] != edit["after"]["sequence"]
+        assert s["effect"]["changed"] == changed
+        if not (maps[:, ch] != 0).any():
+            silent += 1
+            assert s["effect"]["changed"] == 0 and s["precision"] is None
+            assert s["top_crops"] == s["middle_crops"] == s["outside_crops"] == []
+    assert silent and sum(s["effect"]["changed"] for s in result)  # both cases are seen
+
+
+def test_channel_summaries_report_progress_and_can_be_stopped(model):
+    seen = []
+    si.channel_summaries(model, 5, batch_size=2, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+
+    def stop(done, n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        si.channel_summaries(model, 5, batch_size=2, progress=stop)
 
 
 def test_channel_summaries_assign_digits_without_a_checkpoint_assignment(model):

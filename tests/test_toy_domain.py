@@ -144,9 +144,9 @@ def test_rest_api_serves_the_toy_domain(client):
     analysis = client.post("/v1/models/toy/analysis", json={"seed": 5}).json()
     assert [m["symbol"] for m in analysis["motifs"]] == expected.label
     assert analysis["label"] == expected.label
-    channels = client.get("/v1/models/toy/channels").json()["channels"]
+    channels = client.get("/v1/models/toy/channels", params={"wait": 60}).json()["channels"]
     assert len(channels) == 3 and all(c["symbol"] in (None, "A", "B", "C") for c in channels)
-    crops = client.get("/v1/models/toy/channels/0").json()["top_crops"]
+    crops = client.get("/v1/models/toy/channels/0", params={"wait": 60}).json()["top_crops"]
     assert all(10_000 <= c["seed"] < 10_008 for c in crops)  # the domain's validation seeds
     edit = client.post("/v1/models/toy/intervene", json={
         "seed": 5, "add": [{"channel": 1, "row": 15, "col": 23, "value": 3.0}]}).json()

@@ -10,7 +10,8 @@ activation is "on" where `model.bottleneck.active` says so (nonzero for MT / ST 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -412,11 +413,13 @@ class _Batch:
 
 
 def _summary_batches(model: SparlingModel, domain: Domain, n: int, first_seed: int,
-                     batch_size: int, split: str) -> Iterator[_Batch]:
+                     batch_size: int, split: str,
+                     guard: AbstractContextManager = nullcontext()) -> Iterator[_Batch]:
     for start in range(0, n, batch_size):
         samples = domain.samples(range(first_seed + start, first_seed + min(n, start + batch_size)),
                                  split)
-        maps = model.sparse_motifs(_to_tensor(model, np.stack([s.image for s in samples])))
+        with guard:
+            maps = model.sparse_motifs(_to_tensor(model, np.stack([s.image for s in samples])))
         yield _Batch(samples, maps, model.bottleneck.active(maps))
 
 
@@ -427,89 +430,240 @@ def _crop(image: np.ndarray, row: int, col: int, size: int) -> tuple[list, list[
     return image[r0:r1, c0:c1].astype(float).tolist(), [r0, c0]
 
 
+_Pick = tuple[float, int, int, int]  # value, seed, row, col of one activation
+
+
+def _peaks(batch: _Batch, where: torch.Tensor) -> list[list[_Pick]]:
+    """Per channel, each image's strongest "on" activation inside `where` (B, C, H, W)
+    (broadcastable): [channel][one (value, seed, row, col) per image where there is one]."""
+    b, c, _, w = batch.maps.shape
+    values = torch.where(batch.active & where, batch.maps.float(), torch.tensor(-np.inf))
+    peak, at = values.flatten(2).max(dim=2)  # (B, C)
+    peak, at = peak.numpy(), at.numpy()
+    picks: list[list[_Pick]] = [[] for _ in range(c)]
+    for i, s in enumerate(batch.samples):
+        for ch in range(c):
+            if np.isfinite(peak[i, ch]):
+                r, col = divmod(int(at[i, ch]), w)
+                picks[ch].append((float(peak[i, ch]), s.seed, r, col))
+    return picks
+
+
+def _symbol_masks(domain: Domain, sample: Sample, h: int, w: int) -> dict[int, np.ndarray]:
+    """Symbol index -> (H, W) mask of the union of that symbol's boxes in `sample`, padded
+    as the evaluation pads them (`motif_boxes`) and clipped to the image."""
+    masks: dict[int, np.ndarray] = {}
+    for symbol, (r0, c0, r1, c1) in motif_boxes(domain, sample):
+        mask = masks.setdefault(symbol, np.zeros((h, w), dtype=bool))
+        mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
+    return masks
+
+
+def _decode_changes(model: SparlingModel, batch: _Batch, decode_batch: int,
+                    guard: AbstractContextManager = nullcontext()) -> np.ndarray:
+    """Per channel, how many of the batch's images decode to another sequence once the
+    channel is removed from their sparse map (zeroed). Images where the channel is not on
+    keep their map and so their decode; only the others are decoded again. Decoding runs in
+    fixed-size chunks (`decode_in_fixed_batches`), so a map decodes the same edited or not."""
+    c = batch.maps.shape[1]
+    changed = np.zeros(c, dtype=np.int64)
+    fires = batch.active.flatten(2).any(dim=2)  # (B, C)
+    with guard:
+        before, _ = decode_in_fixed_batches(model, batch.maps, decode_batch)
+    for ch in range(c):
+        rows = fires[:, ch].nonzero()[:, 0]
+        if not len(rows):
+            continue
+        edited = batch.maps[rows].clone()
+        edited[:, ch] = 0
+        with guard:
+            after, _ = decode_in_fixed_batches(model, edited, decode_batch)
+        changed[ch] = sum(a != before[i] for a, i in zip(after, rows.tolist(), strict=True))
+    return changed
+
+
+@dataclass
+class _Records:
+    """Every "on" activation of the images seen: parallel arrays."""
+    channel: np.ndarray
+    seed: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def of(cls, batch: _Batch) -> _Records:
+        where = batch.active.nonzero().numpy()  # (K, 4): image, channel, row, col
+        seeds = np.array([s.seed for s in batch.samples], dtype=np.int64)
+        return cls(where[:, 1], seeds[where[:, 0]], where[:, 2], where[:, 3],
+                   batch.maps[batch.active].float().numpy())
+
+    @classmethod
+    def join(cls, parts: Sequence[_Records]) -> _Records:
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty, empty, empty, np.zeros(0, dtype=np.float32))
+        return cls(*(np.concatenate([getattr(p, k) for p in parts])
+                     for k in ("channel", "seed", "row", "col", "value")))
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def of_channel(self, ch: int) -> _Records:
+        keep = self.channel == ch
+        return _Records(self.channel[keep], self.seed[keep], self.row[keep], self.col[keep],
+                        self.value[keep])
+
+    def nearest(self, target: float, k: int) -> list[_Pick]:
+        """Up to k activations with values nearest `target`, one per image (nearest first;
+        ties to the lower seed, row, column)."""
+        order = np.lexsort((self.col, self.row, self.seed, np.abs(self.value - target)))
+        picks: list[_Pick] = []
+        seen: set[int] = set()
+        for i in order:
+            if len(picks) == k:
+                break
+            if int(self.seed[i]) not in seen:
+                seen.add(int(self.seed[i]))
+                picks.append((float(self.value[i]), int(self.seed[i]), int(self.row[i]),
+                              int(self.col[i])))
+        return picks
+
+
+def _strongest(picks: list[_Pick], k: int) -> list[_Pick]:
+    return sorted(picks, key=lambda t: (-t[0], t[1]))[:k]
+
+
 def channel_summaries(model: SparlingModel, n: int = 500,
                       first_seed: int | None = None,
                       assignment: Mapping[int, int] | None = None, *, bins: int = 20,
-                      top_k: int = 12, crop: int = 20, batch_size: int = 50,
-                      max_values: int = 4_000_000, split: str = "val") -> list[dict]:
+                      top_k: int = 12, middle_k: int = 8, outside_k: int = 8, crop: int = 20,
+                      batch_size: int = 50, max_values: int = 4_000_000, split: str = "val",
+                      decode_batch: int = 8,
+                      progress: Callable[[int, int], None] | None = None,
+                      guard: AbstractContextManager | None = None) -> list[dict]:
     """Per channel over the model's domain's images first_seed .. first_seed + n - 1 of
-    `split` (default: its first n validation images): its symbol (`assignment`, channel ->
-    symbol index, else the domain's assignment that best fits these images), density, a
-    histogram of its "on" values, and the `top_k` strongest images for it (one crop per
-    image, `crop` x `crop` pixels around its strongest activation, clipped to the image).
+    `split` (default: its first n validation images):
 
-    The histogram is exact; when more than `max_values` values are on (a dense model), it is
-    counted in a second pass instead of holding them all."""
+    - `symbol`: its symbol (`assignment`, channel -> symbol index, else the domain's
+      assignment that best fits these images), `density`, a `histogram` of its "on" values
+      and their `median` (None when it never fires);
+    - `top_crops`: the `top_k` images where it fires hardest (one crop per image, `crop` x
+      `crop` pixels around its strongest activation, clipped to the image);
+    - `middle_crops`: the `middle_k` images with an activation nearest the median (one per
+      image, nearest first);
+    - `outside_crops`: the `outside_k` images where it fires hardest outside every
+      ground-truth box (boxes padded as the evaluation pads them);
+    - `precision`: the fraction of its activations inside a (padded) box of its own symbol;
+      None when it is unassigned or never fires;
+    - `effect`: {"changed", "n"}: on how many of the n images the decoded sequence changes
+      when the channel is removed from the sparse map (zeroed).
+
+    Every crop is {"seed", "row", "col", "value", "crop", "crop_origin"}. The histogram is
+    exact; when more than `max_values` values are on (a dense model), it is counted in a
+    second pass instead of holding them all, and the median and middle crops come from the
+    activations held until then. `progress(done, n)` is called after each batch of images
+    (it may raise to stop the work); `guard` (a lock, say) is held around each forward and
+    decode, so that a service can run other requests between batches."""
     _check_eval(model)
     if n < 1:
         raise ValueError("n must be >= 1")
+    guard = nullcontext() if guard is None else guard
     domain = model_domain(model)
     first_seed = domain.first_seed(split) if first_seed is None else first_seed
     c = model.config.motif_channels
+    s_count = len(domain.symbols)
     counts = np.zeros(c, dtype=np.int64)
+    inside = np.zeros((c, max(s_count, 1)), dtype=np.int64)  # activations in a symbol's box
+    changed = np.zeros(c, dtype=np.int64)
     lo, hi = np.full(c, np.inf), np.full(c, -np.inf)
-    values: list[list[np.ndarray]] | None = [[] for _ in range(c)]
-    best: list[list[tuple[float, int, int, int]]] = [[] for _ in range(c)]  # value, seed, r, c
-    confusion = np.zeros((len(domain.symbols), c), dtype=np.int64)
-    total, stored = 0, 0
+    held: list[_Records] = []
+    complete = True  # every activation is held (else the histogram takes a second pass)
+    best: list[list[_Pick]] = [[] for _ in range(c)]
+    outside: list[list[_Pick]] = [[] for _ in range(c)]
+    confusion = np.zeros((s_count, c), dtype=np.int64)
+    total, stored, done = 0, 0, 0
     with torch.inference_mode():
-        for batch in _summary_batches(model, domain, n, first_seed, batch_size, split):
+        for batch in _summary_batches(model, domain, n, first_seed, batch_size, split, guard):
             b, _, h, w = batch.maps.shape
             total += b * h * w
-            on_values = torch.where(batch.active, batch.maps.float(), torch.tensor(-np.inf))
-            peak, where = on_values.flatten(2).max(dim=2)  # (B, C) per image and channel
-            peak, where = peak.numpy(), where.numpy()
             counts += batch.active.sum(dim=(0, 2, 3)).numpy()
-            for ch in range(c):
-                v = batch.maps[:, ch][batch.active[:, ch]].float().numpy()
-                if v.size:
-                    lo[ch], hi[ch] = min(lo[ch], v.min()), max(hi[ch], v.max())
-                    if values is not None:
-                        values[ch].append(v)
-                    stored += v.size
-            if stored > max_values:
-                values = None  # too many to hold: histogram in a second pass
-            for i, s in enumerate(batch.samples):
-                for ch in range(c):
-                    if np.isfinite(peak[i, ch]):
-                        r, col = divmod(int(where[i, ch]), w)
-                        best[ch].append((float(peak[i, ch]), s.seed, r, col))
-                if assignment is None:
+            records = _Records.of(batch)
+            for ch in np.unique(records.channel):
+                v = records.value[records.channel == ch]
+                lo[ch], hi[ch] = min(lo[ch], v.min()), max(hi[ch], v.max())
+            if complete and stored + len(records) <= max_values:
+                held.append(records)
+                stored += len(records)
+            else:
+                complete = False  # too many to hold: histogram in a second pass
+            masks = [_symbol_masks(domain, s, h, w) for s in batch.samples]
+            out_mask = torch.ones((b, 1, h, w), dtype=torch.bool)
+            for i, per_symbol in enumerate(masks):
+                for symbol, mask in per_symbol.items():
+                    m = torch.from_numpy(mask)
+                    inside[:, symbol] += (batch.active[i] & m).sum(dim=(1, 2)).numpy()
+                    out_mask[i, 0] &= ~m
+            for ch, picks in enumerate(_peaks(batch, torch.tensor(True))):
+                best[ch] += picks
+            for ch, picks in enumerate(_peaks(batch, out_mask)):
+                outside[ch] += picks
+            if assignment is None:
+                for i, s in enumerate(batch.samples):
                     pairs = motif_boxes(domain, s)
                     for m in align_image(batch.maps[i], pairs, batch.active[i]).matches:
                         if m.channel is not None:
                             confusion[m.symbol, m.channel] += 1
+            changed += _decode_changes(model, batch, decode_batch, guard)
+            done += b
+            if progress is not None:
+                progress(done, n)
         ranges = [(float(lo[ch]), float(hi[ch])) if counts[ch] else (0.0, 1.0)
                   for ch in range(c)]
         hist = np.zeros((c, bins), dtype=np.int64)
-        if values is not None:
+        records = _Records.join(held)
+        if complete:
             for ch in range(c):
-                if values[ch]:
-                    hist[ch] = np.histogram(np.concatenate(values[ch]), bins, ranges[ch])[0]
+                v = records.value[records.channel == ch]
+                if v.size:
+                    hist[ch] = np.histogram(v, bins, ranges[ch])[0]
         else:
-            for batch in _summary_batches(model, domain, n, first_seed, batch_size, split):
+            for batch in _summary_batches(model, domain, n, first_seed, batch_size, split,
+                                          guard):
                 for ch in range(c):
                     v = batch.maps[:, ch][batch.active[:, ch]].float().numpy()
                     hist[ch] += np.histogram(v, bins, ranges[ch])[0]
     assignment = (dict(assignment) if assignment is not None
                   else channel_assignment(confusion, domain.assignment_for(c)))
     images: dict[int, np.ndarray] = {}
+
+    def crops(picks: list[_Pick]) -> list[dict]:
+        out = []
+        for value, seed, r, col in picks:
+            if seed not in images:
+                images[seed] = np.asarray(domain.sample(seed, split).image)
+            pixels, origin = _crop(images[seed], r, col, crop)
+            out.append({"seed": seed, "row": r, "col": col, "value": value, "crop": pixels,
+                        "crop_origin": origin})
+        return out
+
     summaries = []
     for ch in range(c):
-        top = sorted(best[ch], key=lambda t: (-t[0], t[1]))[:top_k]
-        crops = []
-        for value, seed, r, col in top:
-            if seed not in images:
-                images[seed] = domain.sample(seed, split).image
-            pixels, origin = _crop(np.asarray(images[seed]), r, col, crop)
-            crops.append({"seed": seed, "row": r, "col": col, "value": value, "crop": pixels,
-                          "crop_origin": origin})
+        own = records.of_channel(ch)
+        median = float(np.median(own.value)) if len(own) else None
+        symbol = assignment.get(ch)
         summaries.append({
             "channel": ch,
-            "symbol": (domain.symbols[assignment[ch]] if ch in assignment else None),
+            "symbol": domain.symbols[symbol] if symbol is not None else None,
             "density": int(counts[ch]) / total,
             "histogram": {"edges": np.histogram_bin_edges([], bins, ranges[ch]).tolist(),
                           "counts": hist[ch].tolist()},
-            "top_crops": crops,
+            "median": median,
+            "precision": (int(inside[ch, symbol]) / int(counts[ch])
+                          if symbol is not None and counts[ch] else None),
+            "effect": {"changed": int(changed[ch]), "n": done},
+            "top_crops": crops(_strongest(best[ch], top_k)),
+            "middle_crops": crops(own.nearest(median, middle_k) if median is not None else []),
+            "outside_crops": crops(_strongest(outside[ch], outside_k)),
         })
     return summaries

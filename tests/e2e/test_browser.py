@@ -153,15 +153,16 @@ def test_explore_uploaded_png(page, backend, frontend, tmp_path):
 def test_channel_page(page, backend, frontend):
     open_app(page, frontend.url + "/channels", "Channels")
     choose(page, "Channel", re.compile(r"^Channel 2\b"))
-    expected = api(backend, "/v1/models/tiny-a/channels/2")
+    expected = api(backend, "/v1/models/tiny-a/channels/2?wait=60")
     page.get_by_text("Top-activating crops").wait_for()
     settle(page)
     assert_no_exception(page)
     metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert any("Aligned symbol" in m and str(expected["symbol"]) in m for m in metrics), metrics
     assert len(expected["top_crops"]) > 0
-    assert wait_count(page, '[data-testid="stImage"]', len(expected["top_crops"])) == len(
-        expected["top_crops"])
+    shown = sum(len(expected[k]) for k in ("top_crops", "middle_crops", "outside_crops"))
+    assert wait_count(page, '[data-testid="stImage"]', shown) == shown
+    assert page.locator('a[href*="seed="]').count() >= shown  # each crop links to Explore
     assert wait_count(page, ".js-plotly-plot .bars path") > 0  # the value histogram
     shot(page, "03-channels")
 
