@@ -274,7 +274,10 @@ def test_url_state_round_trip(page, backend, frontend):
     settle(page)
     page.wait_for_function("() => window.location.search.includes('seed=9')")
     assert "model=tiny-b" in page.url and "seed=9" in page.url
-    link = page.locator('[data-testid="stSidebar"] [data-testid="stCode"]').first.inner_text()
+    # the sidebar's link is redrawn when the run ends, a moment after the address bar
+    code = page.locator('[data-testid="stSidebar"] [data-testid="stCode"]', has_text="seed=9")
+    code.first.wait_for(timeout=60_000)
+    link = code.first.inner_text()
     assert "model=tiny-b" in link and "seed=9" in link
     shot(page, "08-url-state")
     assert_no_exception(page)
