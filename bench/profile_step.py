@@ -5,7 +5,9 @@ share of the full step measured in the same run.
 
 Parts, each timed as the median of `--reps` repetitions on one fixed batch (after a warm-up):
 data (generating the batch's images and labels), the motif model forward + backward (the
-phase-tied model and the untied half-resolution one, for the cost of tying), the sparsity
+phase-tied model as four shifted half-resolution copies, the same function as dilated
+convolutions at full resolution (the earlier implementation), and the untied half-resolution
+model, for the cost of tying), the sparsity
 layer (MT quantile thresholds) forward + backward, the decoder (encode + teacher-forced
 logits) forward + backward, the optimiser step, the full step, and the validation (greedy
 decoding of `--val-size` images) amortised over the samples between two validations.
@@ -76,6 +78,10 @@ def main() -> None:
             m.motif_model(images).sum().backward()
         return run
 
+    def dilated() -> None:
+        model.zero_grad(set_to_none=True)
+        model.motif_model._all_phases_dilated(images).sum().backward()
+
     def bottleneck() -> None:
         x = dense.clone().requires_grad_(True)
         model.bottleneck(x).sum().backward()
@@ -106,7 +112,8 @@ def main() -> None:
 
     rows = [
         ("data: generate the batch", timed(data, args.reps)),
-        ("motif model fwd+bwd (phase-tied)", timed(motif(model), args.reps)),
+        ("motif model fwd+bwd (phase-tied, shifted copies)", timed(motif(model), args.reps)),
+        ("motif model fwd+bwd (phase-tied, dilated form: the old one)", timed(dilated, args.reps)),
         ("motif model fwd+bwd (untied, half resolution)", timed(motif(untied), args.reps)),
         ("sparsity layer (MT) fwd+bwd", timed(bottleneck, args.reps)),
         (f"decoder ({args.decoder}) fwd+bwd", timed(decoder, args.reps)),

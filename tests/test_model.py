@@ -142,3 +142,32 @@ def test_phase_tied_motif_model_is_equivariant_to_one_pixel_shifts():
                 same = torch.allclose(moved[:, :, 10 + dr:30 + dr, 10 + dc:30 + dc],
                                       out[:, :, 10:30, 10:30], atol=1e-5)
                 assert same == tied, (tied, dr, dc)
+
+
+def test_phase_tied_motif_model_is_the_half_resolution_model_on_shifted_copies():
+    """Output pixel (2i + a, 2j + b) is the half-resolution model's phase-(0, 0) output on
+    the image shifted by (a, b); the shifted-copy form (run in CPU chunks, 11 images: a
+    remainder chunk) equals the dilated-convolution form, values and gradients."""
+    import torch.nn.functional as F
+
+    from sparling_core.models.sparling import MotifModel
+
+    torch.manual_seed(0)
+    images = (torch.rand(11, 1, 20, 24) < 0.3).float()
+    model = MotifModel(3, 8, 3, phase_tied=True)
+    out = model(images)
+    for a in (0, 1):
+        for b in (0, 1):
+            copy = F.pad(images, (0, 1, 0, 1))[:, :, a:a + 20, b:b + 24]
+            with torch.no_grad():
+                half = model._half_resolution(copy)
+            assert torch.allclose(out[:, :, a::2, b::2], half[:, :, 0::2, 0::2], atol=1e-5)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    reference = model._all_phases_dilated(images)
+    assert torch.allclose(out, reference, atol=1e-5)
+    (reference * weights).sum().backward()
+    for grad, p in zip(grads, model.parameters(), strict=True):
+        assert torch.allclose(grad, p.grad, rtol=1e-4, atol=1e-4)
