@@ -80,7 +80,8 @@ def channel_shape(channel: int, mapping: dict[int, str] | None = None) -> str:
 def tint_pills(key: str, colours: Sequence[str]) -> None:
     """Tint the options of the st.pills widget `key` with `colours` (a border and a light
     fill in each option's colour), so a channel toggle looks like its markers."""
-    rules = [f".st-key-{key} button:nth-of-type({i + 1}) {{ border: 2px solid {c} !important; "
+    rules = [f".st-key-{key} [data-testid=\"stButtonGroup\"] button:nth-of-type({i + 1}) "
+             f"{{ border: 2px solid {c} !important; "
              f"background-color: {c}22 !important; }}"
              for i, c in enumerate(colours)]
     st.html("<style>" + "\n".join(rules) + "</style>")

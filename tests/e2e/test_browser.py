@@ -128,6 +128,12 @@ def test_explore_generated_sample(page, backend, frontend):
     assert all(re.match(r"\d: (hit|missed|confused)", t) for t in labels), labels
     assert wait_count(page, ".js-plotly-plot .scatterlayer .point") > 0
     assert "Channel-to-symbol assignment" in text
+    # every channel toggle is tinted: its border is its channel's colour, not the theme's
+    pills = page.locator('.st-key-explore_channels_10 [data-testid="stButtonGroup"] button')
+    assert pills.count() == 10
+    borders = {pills.nth(i).evaluate("b => getComputedStyle(b).borderTopColor")
+               for i in range(10)}
+    assert len(borders) >= 5, borders
 
 
 def test_explore_uploaded_png(page, backend, frontend, tmp_path):
