@@ -14,3 +14,8 @@ if ! bash scripts/install_chromium.sh; then
 fi
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"
+# The wheel and the sdist build, and the wheel installs into a clean virtual environment
+# with its extras (about 3 minutes; SPARLING_SKIP_WHEEL_CHECK=1 skips it on a dev machine).
+if [ -z "${SPARLING_SKIP_WHEEL_CHECK:-}" ]; then
+    bash scripts/check_wheel.sh
+fi
