@@ -171,3 +171,33 @@ def test_phase_tied_motif_model_is_the_half_resolution_model_on_shifted_copies()
     (reference * weights).sum().backward()
     for grad, p in zip(grads, model.parameters(), strict=True):
         assert torch.allclose(grad, p.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_point_decoder_channel_summaries_reach_every_active_pixel():
+    """With max_points 4 and 60 active pixels, the top-k tokens alone pass gradient to 4
+    pixels; the per-channel summary tokens pass it to every active pixel (a dense early map
+    trains the motif model); silent channels' summaries are masked."""
+    from sparling_core.models.sparling import ModelConfig, SparlingModel
+
+    torch.manual_seed(0)
+    maps = torch.zeros(2, 3, 20, 20)
+    maps[0, 0].view(-1)[torch.randperm(400)[:40]] = torch.rand(40) + 0.1
+    maps[0, 1].view(-1)[torch.randperm(400)[:20]] = torch.rand(20) + 0.1
+    inputs = torch.full((2, 3), 11, dtype=torch.long)
+    reached = {}
+    for summaries in (False, True):
+        config = ModelConfig(image_size=20, motif_channels=3, decoder="points", max_points=4,
+                             channel_summaries=summaries, d_model=16, n_heads=2)
+        model = SparlingModel(config)
+        x = maps.clone().requires_grad_(True)
+        memory, mask = model.decoder.encode(x)
+        model.decoder(memory, mask, inputs).sum().backward()
+        reached[summaries] = int((x.grad[maps > 0] != 0).sum())
+        if summaries:
+            assert mask.shape == (2, 4 + 3)
+            assert mask[0, 4:].tolist() == [False, False, True]  # channel 2 is silent
+    assert reached[False] == 4 and reached[True] == 60
+    with pytest.raises(ValueError, match="channel_summaries"):
+        ModelConfig(decoder="points", channel_summaries="yes")
+    assert ModelConfig.from_dict(
+        ModelConfig(channel_summaries=True).to_dict()).channel_summaries is True

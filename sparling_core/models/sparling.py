@@ -68,6 +68,10 @@ class ModelConfig:
     pool: int = 4  # cell size in pixels of the "cells" decoder
     max_points: int = 32  # the "points" decoder reads at most this many activations
     fourier_features: int = 16  # random Fourier frequencies of a point's place ("points")
+    # "points" also reads one summary token per channel (mass, peak, mass-weighted mean
+    # place; no order, no domain rule): its gradient reaches every active pixel at any
+    # density, where the top max_points alone leave most of a dense early map untrained
+    channel_summaries: bool = False
     d_model: int = 64
     n_heads: int = 4
     encoder_layers: int = 2
@@ -139,7 +143,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not 0 < len(value) <= 1000:
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-        for name in ("phase_tied", "batch_norm"):
+        for name in ("phase_tied", "batch_norm", "channel_summaries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.image_size, (list, tuple)):
@@ -463,7 +467,8 @@ class PointDecoder(nn.Module):
 
     def __init__(self, channels: int, image_shape: tuple[int, int], max_points: int,
                  fourier_features: int, d_model: int, n_heads: int, encoder_layers: int,
-                 decoder_layers: int, max_len: int, vocab_size: int):
+                 decoder_layers: int, max_len: int, vocab_size: int,
+                 channel_summaries: bool = False):
         super().__init__()
         self.channels, self.max_points = channels, max_points
         self.image_shape = tuple(image_shape)
@@ -475,10 +480,37 @@ class PointDecoder(nn.Module):
         self.channel_embedding = nn.Parameter(torch.randn(channels, d_model) * 0.02)
         self.features = nn.Sequential(nn.Linear(2 * fourier_features + 3, d_model), nn.ReLU(),
                                       nn.Linear(d_model, d_model))
+        self.summaries = (nn.Sequential(nn.Linear(2 * fourier_features + 5, d_model), nn.ReLU(),
+                                        nn.Linear(d_model, d_model))
+                          if channel_summaries else None)
         enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
         self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
+
+    def _fourier(self, place: torch.Tensor) -> torch.Tensor:
+        """(..., 2) places in [0, 1] -> (..., 2F) sin and cos of the random frequencies."""
+        angles = 2 * math.pi * place @ self.frequencies
+        return torch.cat([angles.sin(), angles.cos()], -1)
+
+    def channel_tokens(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> one summary token per channel (N, C, d) and which
+        channels fire (N, C): log1p of the mass and the peak, the mass-weighted mean place
+        (Fourier features and raw), and the firing flag."""
+        n, c, h, w = motifs.shape
+        m = motifs.float().clamp_min(0)
+        row_mass, col_mass = m.sum(3), m.sum(2)  # (N, C, H), (N, C, W)
+        mass = row_mass.sum(2)  # (N, C)
+        rows = (torch.arange(h, device=m.device, dtype=m.dtype) + 0.5) / h
+        cols = (torch.arange(w, device=m.device, dtype=m.dtype) + 0.5) / w
+        safe = mass.clamp_min(1e-12)
+        place = torch.stack([(row_mass * rows).sum(2) / safe,
+                             (col_mass * cols).sum(2) / safe], -1)  # (N, C, 2)
+        present = mass > 0
+        features = torch.cat([self._fourier(place), place, torch.log1p(mass)[..., None],
+                              torch.log1p(m.amax(dim=(2, 3)))[..., None],
+                              present.float()[..., None]], -1)
+        return self.summaries(features) + self.channel_embedding, present
 
     def points(self, motifs: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -497,12 +529,14 @@ class PointDecoder(nn.Module):
     def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """motifs (N, C, H, W) -> memory (N, k, d), key padding mask (N, k)."""
         values, channel, place, active = self.points(motifs)
-        angles = 2 * math.pi * place @ self.frequencies  # (N, k, F)
-        features = torch.cat([angles.sin(), angles.cos(), place,
+        features = torch.cat([self._fourier(place), place,
                               torch.log1p(values.clamp_min(0))[..., None]], -1)
         tokens = self.features(features) + self.channel_embedding[channel]  # (N, k, d)
         mask = ~active
         mask[:, 0] = False  # an empty map still leaves one key to attend to
+        if self.summaries is not None:  # + one token per firing channel
+            summary, present = self.channel_tokens(motifs)
+            tokens, mask = torch.cat([tokens, summary], 1), torch.cat([mask, ~present], 1)
         return self.encoder(tokens, src_key_padding_mask=mask), mask
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
@@ -570,7 +604,8 @@ class SparlingModel(nn.Module):
             self.decoder = PointDecoder(
                 config.motif_channels, config.image_shape,
                 config.max_points, config.fourier_features, config.d_model, config.n_heads,
-                config.encoder_layers, config.decoder_layers, max_len, vocab)
+                config.encoder_layers, config.decoder_layers, max_len, vocab,
+                channel_summaries=config.channel_summaries)
         elif config.decoder == "channels":
             self.decoder = ChannelDecoder(
                 config.motif_channels, config.image_size, config.d_model, config.n_heads,
