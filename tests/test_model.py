@@ -171,6 +171,9 @@ def test_phase_tied_motif_model_is_the_half_resolution_model_on_shifted_copies()
     (reference * weights).sum().backward()
     for grad, p in zip(grads, model.parameters(), strict=True):
         assert torch.allclose(grad, p.grad, rtol=1e-4, atol=1e-4)
+    model.eval()  # one image at a time: the same bits alone and in a batch
+    with torch.no_grad():
+        assert torch.equal(model(images[3:4]), model(images)[3:4])
 
 
 def test_point_decoder_channel_summaries_reach_every_active_pixel():

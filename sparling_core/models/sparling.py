@@ -241,8 +241,11 @@ class MotifModel(nn.Module):
             return self._half_resolution(images)
         return self._all_phases(images)
 
-    # On CPU the half-resolution model runs on this many images at a time: small batches
-    # stay in cache (measured by bench/profile_step.py: chunks of 8 beat 32 by ~8%).
+    # On CPU the half-resolution model runs on this many images at a time while training:
+    # small batches stay in cache (chunks of 8 beat 32 by ~8%). In eval mode it runs one
+    # image at a time, so an image's motif map never depends on the batch it came in
+    # (convolution kernels round differently for other batch sizes): the service and the
+    # Python API give one image the same values alone or in a batch.
     CPU_CHUNK = 8
 
     def _all_phases(self, images: torch.Tensor) -> torch.Tensor:
@@ -255,7 +258,8 @@ class MotifModel(nn.Module):
         Equal to `_all_phases_dilated` (tested)."""
         n, _, h, w = images.shape
         padded = F.pad(images * 2 - 1, (0, 1, 0, 1), value=-1.0)  # background beyond the edge
-        chunk = self.CPU_CHUNK if images.device.type == "cpu" else n
+        chunk = (n if images.device.type != "cpu"
+                 else self.CPU_CHUNK if self.training else 1)
         weight, bias = self.head.weight[0::4], self.head.bias[0::4]
         parts = []
         for lo in range(0, n, chunk):

@@ -130,9 +130,9 @@ def test_explore_generated_sample(page, backend, frontend):
     assert "Channel-to-symbol assignment" in text
     # every channel toggle is tinted: its border is its channel's colour, not the theme's
     pills = page.locator('.st-key-explore_channels_10 [data-testid="stButtonGroup"] button')
-    assert pills.count() == 10
+    assert pills.count() >= 10
     borders = {pills.nth(i).evaluate("b => getComputedStyle(b).borderTopColor")
-               for i in range(10)}
+               for i in range(pills.count())}
     assert len(borders) >= 5, borders
 
 
