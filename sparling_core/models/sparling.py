@@ -377,6 +377,17 @@ class MotifDecoder(nn.Module):
         return self.head(memory, mask, inputs)
 
 
+def channel_mass_and_place(motifs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """motifs (N, C, H, W) -> each channel's activation mass (N, C) and mass-weighted mean
+    place (N, C, 2) in the coordinates `rows` (H,) and `cols` (W,); 0 for a silent channel."""
+    row_mass, col_mass = motifs.sum(3), motifs.sum(2)  # (N, C, H), (N, C, W)
+    mass = row_mass.sum(2)  # (N, C)
+    safe = mass.clamp_min(1e-12)
+    place = torch.stack([(row_mass * rows).sum(2) / safe, (col_mass * cols).sum(2) / safe], -1)
+    return mass, place
+
+
 class ChannelDecoder(nn.Module):
     """Decoder h for point-like motifs: one token per channel, in angular order.
 
@@ -412,11 +423,7 @@ class ChannelDecoder(nn.Module):
         """motifs (N, C, H, W) -> per-channel features (N, C, 10), the angular order of the
         channels (N, C) (firing ones by angle, then the silent ones) and which fire (N, C)."""
         m = motifs.float()
-        row_mass, col_mass = m.sum(3), m.sum(2)  # (N, C, H), (N, C, W)
-        mass = row_mass.sum(2)  # (N, C)
-        safe = mass.clamp_min(1e-12)
-        place = torch.stack([(row_mass * self.coords).sum(2) / safe,
-                             (col_mass * self.coords).sum(2) / safe], -1)  # (N, C, 2)
+        mass, place = channel_mass_and_place(m, self.coords, self.coords)  # (N, C), (N, C, 2)
         present = mass > 0
         share = mass / mass.amax(1, keepdim=True).clamp_min(1e-12)  # (N, C) in [0, 1]
         centroid = ((share[..., None] * place).sum(1, keepdim=True)
@@ -503,13 +510,9 @@ class PointDecoder(nn.Module):
         (Fourier features and raw), and the firing flag."""
         n, c, h, w = motifs.shape
         m = motifs.float().clamp_min(0)
-        row_mass, col_mass = m.sum(3), m.sum(2)  # (N, C, H), (N, C, W)
-        mass = row_mass.sum(2)  # (N, C)
         rows = (torch.arange(h, device=m.device, dtype=m.dtype) + 0.5) / h
         cols = (torch.arange(w, device=m.device, dtype=m.dtype) + 0.5) / w
-        safe = mass.clamp_min(1e-12)
-        place = torch.stack([(row_mass * rows).sum(2) / safe,
-                             (col_mass * cols).sum(2) / safe], -1)  # (N, C, 2)
+        mass, place = channel_mass_and_place(m, rows, cols)  # (N, C), (N, C, 2)
         present = mass > 0
         features = torch.cat([self._fourier(place), place, torch.log1p(mass)[..., None],
                               torch.log1p(m.amax(dim=(2, 3)))[..., None],
