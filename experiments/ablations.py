@@ -1,18 +1,26 @@
-"""Reproduce the paper's comparison (SPEC 4): MT against ST, no BatchNorm, no annealing,
-L1, KL and TopK, all with one recipe and one budget.
+"""Reproduce the paper's comparison (SPEC 4) like for like: MT against ST, no BatchNorm, no
+annealing, L1, KL and TopK, and the project's own aids (presence loss, duplicate-channel
+resampling, phase tying, the angular channel decoder) each taken away, one change per row,
+one recipe, one sample budget, several seeds.
 
-Every variant is the base config (configs/digit-circle-mt-untied.json: the shipped
-recipe before the phase-tied motif model, without its duplicate-channel resampling unless
---resample) with a few overrides and the same sample budget
-(default 160,000: where the MT run reaches the target density). Runs
-go to runs/ablations/NAME (resumable: run the script again after a kill and it continues
-every unfinished run from its last validation), are evaluated with the same code as
-`sparling evaluate` on the same test images, and are shipped without their training state
-to checkpoints/ablation-NAME for the explorer's Compare page. The table lands in
-experiments/ablations.md and experiments/ablations.json.
+Two recipes (`--recipe`):
+- `shipped` (default): configs/digit-circle-mt.json, the recipe of checkpoints/digit-circle-mt
+  (phase-tied motif model, presence loss, resampling, channel decoder), 300,000 samples a
+  run (the shipped run reached its best accuracy by then), seeds `--seeds` (default 1,2).
+  Runs are NAME-sS: runs/ablations/NAME-sS, shipped as checkpoints/ablation-NAME-sS; the
+  table (mean and [min, max] over seeds) lands in experiments/ablations-shipped.md / .json.
+- `legacy`: the first table's recipe, configs/digit-circle-mt-untied.json without
+  resampling, 160,000 samples, one seed; runs are NAME, shipped as checkpoints/ablation-NAME,
+  table in experiments/ablations.md / .json (the MT row is the shipped ablation-mt unless
+  `--only mt` retrains it).
 
-    nohup python experiments/ablations.py --parallel 2 > runs/ablations.log 2>&1 &
-    python experiments/ablations.py --only st,topk --max-samples 50000 --eval-n 1000
+Every run is resumable: run the script again after a kill and it continues every unfinished
+run from its last validation. Each is evaluated with the same code as `sparling evaluate` on
+the same test images, and shipped without its training state for the explorer's Compare page.
+
+    nohup python experiments/ablations.py --only mt,st --seeds 1,2 --parallel 2 \
+        > runs/ablations.log 2>&1 &
+    python experiments/ablations.py --recipe legacy --only st,topk --max-samples 50000
     python experiments/ablations.py --table-only     # the table from finished or shipped runs
 """
 
@@ -29,6 +37,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,17 +70,49 @@ VARIANTS: dict[str, tuple[dict, str, dict | None]] = {
     "kl-1": ({"model.sparsity": "kl", "model.penalty_weight": 1.0, "schedule": "fixed"},
              "sigmoid + 1 * KL(p || mean y), p = 5.02e-5", None),
     "topk": ({"model.sparsity": "topk"}, "per-image top-k, annealed like MT", None),
+    # the project's own aids, each taken away (the paper has none of them)
+    "no-presence": ({"model.presence_weight": 0.0}, "without the presence loss", None),
+    "no-resample": ({"resample_duplicates": False},
+                    "without duplicate-channel resampling", None),
+    "untied": ({"model.phase_tied": False},
+               "an untied half-resolution motif model instead of the phase-tied one", None),
+    "generic-decoder": ({"model.decoder": "points"},
+                        "the generic point decoder instead of the angular channel decoder",
+                        None),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    config: Path  # the base config every variant overrides
+    budget: int  # samples per run
+    seeds: tuple[int, ...]  # default weight-initialisation seeds
+    resample: bool | None  # force duplicate-channel resampling on / off (None: the config's)
+    table: Path  # where the markdown table goes (its .json beside it)
+    seeded_names: bool  # runs named NAME-sS (else NAME, one seed)
+
+
+RECIPES = {
+    "shipped": Recipe(ROOT / "configs/digit-circle-mt.json", 300_000, (1, 2), None,
+                      ROOT / "experiments/ablations-shipped.md", True),
+    "legacy": Recipe(ROOT / "configs/digit-circle-mt-untied.json", 160_000, (1,), False,
+                     ROOT / "experiments/ablations.md", False),
 }
 METRICS = ("e2ee", "fpe", "fne", "ce")
 
 
 def variant_config(base: dict, overrides: dict, out: Path, max_samples: int,
-                   threads: int, resample: bool = False) -> dict:
+                   threads: int, resample: bool | None = None, seed: int | None = None) -> dict:
+    """The base config with a variant's overrides, its run folder, budget and threads.
+    `resample` True / False forces duplicate-channel resampling on / off for every variant
+    (the legacy table was measured without it; None keeps the base config's); a variant's
+    own override wins. `seed`: the weight-initialisation seed (None: the base config's)."""
     cfg = json.loads(json.dumps(base))
     cfg["model"] = dict(cfg.get("model", {}))
-    # the table was measured without duplicate-channel resampling (added to the MT recipe
-    # afterwards); `--resample` turns it on for every variant that anneals
-    cfg["resample_duplicates"] = resample
+    if resample is not None:
+        cfg["resample_duplicates"] = resample
+    if seed is not None:
+        cfg["seed"] = seed
     for key, value in overrides.items():
         if key.startswith("model."):
             cfg["model"][key.removeprefix("model.")] = value
@@ -178,112 +219,184 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def table(reports: dict[str, dict]) -> str:
+def _spread(values: list[float], digits: int = 2) -> str:
+    """One seed: the value; several: mean [min, max]."""
+    if len(values) == 1:
+        return _fmt(values[0], digits)
+    mean = sum(values) / len(values)
+    return f"{mean:.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean, min and max of every metric over a variant's seeds (runs: their reports)."""
+    keys = (*METRICS, "density", "density_ratio", "exact_match_accuracy", "train_minutes")
+    out: dict = {"seeds": [r.get("seed") for r in runs], "n_seeds": len(runs)}
+    for stat, fn in (("mean", lambda v: sum(v) / len(v)), ("min", min), ("max", max)):
+        out[stat] = {k: fn([r[k] for r in runs]) for k in keys
+                     if all(isinstance(r.get(k), (int, float)) for r in runs)}
+    out["samples_seen"] = sorted({r.get("samples_seen") for r in runs}, key=str)
+    out["runs"] = runs
+    return out
+
+
+def table(reports: dict[str, list[dict]]) -> str:
+    """One row per variant: each metric as the value (one seed) or mean [min, max]."""
     lines = [
-        "| variant | E2EE | FPE | FNE | CE | eval density (x min) | exact match | samples "
-        "| paper E2EE / FPE / FNE / CE, density |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | seeds | E2EE | FPE | FNE | CE | eval density (x min) | exact match "
+        "| samples | train min | paper E2EE / FPE / FNE / CE, density |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (_, _, paper) in VARIANTS.items():
-        if name not in reports:
+        runs = reports.get(name)
+        if not runs:
             continue
-        r = reports[name]
         paper_txt = ""
         if paper:
             paper_txt = " / ".join(str(paper[k]) if k in paper else "-" for k in METRICS)
             paper_txt += f", {paper.get('density', '')}"
+        seeds = ", ".join(str(r["seed"]) for r in runs if r.get("seed") is not None) or "-"
+        density = sum(r["density"] for r in runs) / len(runs)
+        ratio = sum(r["density_ratio"] for r in runs) / len(runs)
+        exact = [r["exact_match_accuracy"] for r in runs if r.get("exact_match_accuracy")
+                 is not None]
+        minutes = [r["train_minutes"] for r in runs if r.get("train_minutes") is not None]
+        samples = "/".join(sorted({str(r.get("samples_seen", "")) for r in runs}))
         lines.append(
-            f"| {name} | {_fmt(r['e2ee'])} | {_fmt(r['fpe'])} | {_fmt(r['fne'])} "
-            f"| {_fmt(r['ce'])} | {r['density']:.3g} ({r['density_ratio']:.2f}x) "
-            f"| {_fmt(r.get('exact_match_accuracy'), 1)} | {r.get('samples_seen', '')} "
-            f"| {paper_txt} |")
+            f"| {name} | {seeds} | "
+            + " | ".join(_spread([r[k] for r in runs]) for k in METRICS)
+            + f" | {density:.3g} ({ratio:.2f}x) | {_spread(exact, 1) if exact else ''} "
+            f"| {samples} | {_spread(minutes, 0) if minutes else ''} | {paper_txt} |")
     return "\n".join(lines) + "\n"
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must name one or more different seeds, got {text!r}")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=ROOT / "configs/digit-circle-mt-untied.json")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="shipped",
+                   help="shipped (default: the recipe of checkpoints/digit-circle-mt, seeds, "
+                        "runs NAME-sS) or legacy (the first table: untied, no resampling)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="base config (default: the recipe's)")
     p.add_argument("--only", help="comma-separated variants (default: all): "
                    + ", ".join(VARIANTS))
-    p.add_argument("--max-samples", type=int, default=160_000,
-                   help="budget per run (default: 160,000, the table's)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated weight seeds (default: the recipe's: shipped 1,2; "
+                        "legacy 1, named without a suffix)")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="budget per run (default: the recipe's: shipped 300,000, legacy "
+                        "160,000)")
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: cores // parallel)")
     p.add_argument("--eval-n", type=int, default=10_000, help="test images per evaluation")
     p.add_argument("--runs", type=Path, default=ROOT / "runs/ablations")
     p.add_argument("--ship", type=Path, default=ROOT / "checkpoints",
-                   help="ship each as SHIP/ablation-NAME ('' to skip)")
-    p.add_argument("--resample", action="store_true",
-                   help="train with duplicate-channel resampling (off: as the table was made)")
+                   help="ship each as SHIP/ablation-RUN ('' to skip)")
+    p.add_argument("--resample", action=argparse.BooleanOptionalAction, default=None,
+                   help="force duplicate-channel resampling on or off for every variant "
+                        "(default: the recipe's: legacy off, shipped as its config)")
     p.add_argument("--reference", type=Path, default=None,
-                   help="an evaluated checkpoint for the MT row (default: RUNS/mt, else the "
-                        "shipped ablation-mt)")
-    p.add_argument("--table", type=Path, default=ROOT / "experiments/ablations.md",
-                   help="where the markdown table goes (and its .json beside it)")
+                   help="legacy: an evaluated checkpoint for the MT row (default: RUNS/mt, "
+                        "else the shipped ablation-mt)")
+    p.add_argument("--table", type=Path, default=None,
+                   help="where the markdown table goes, its .json beside it (default: the "
+                        "recipe's)")
     p.add_argument("--table-only", action="store_true",
                    help="only rebuild the table from finished runs")
     args = p.parse_args(argv)
+    recipe = RECIPES[args.recipe]
+    config = args.config or recipe.config
+    table_path = args.table or recipe.table
+    resample = recipe.resample if args.resample is None else args.resample
+    try:
+        seeds = _parse_seeds(args.seeds) if args.seeds else recipe.seeds
+    except ValueError as e:
+        p.error(str(e))
+    if not recipe.seeded_names and len(seeds) > 1:
+        p.error("the legacy recipe names runs without a seed: give one --seeds value")
 
-    # the MT row is the shipped checkpoint unless asked for (`--only mt` retrains it)
-    names = ([n for n in VARIANTS if n != "mt"] if not args.only
-             else [n.strip() for n in args.only.split(",")])
+    # legacy: the MT row is the shipped checkpoint unless asked for (`--only mt` retrains it)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",")]
+    else:
+        names = [n for n in VARIANTS if recipe.seeded_names or n != "mt"]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if not args.config.is_file():
-        p.error(f"config {args.config} does not exist")
+    if not config.is_file():
+        p.error(f"config {config} does not exist")
     if args.parallel < 1 or args.eval_n < 1:
         p.error("--parallel and --eval-n must be >= 1")
-    base = json.loads(args.config.read_text())
-    budget = args.max_samples
+    base = json.loads(config.read_text())
+    budget = args.max_samples if args.max_samples is not None else recipe.budget
     if budget < 1:
         p.error("--max-samples must be >= 1")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
 
-    reports: dict[str, dict] = {}
+    def run_name(name: str, seed: int) -> str:
+        return f"{name}-s{seed}" if recipe.seeded_names else name
+
     if not args.table_only:
-        print(f"{len(names)} runs, {budget} samples each, {args.parallel} at once with "
-              f"{threads} threads, evaluated on {args.eval_n} test images", flush=True)
+        runs = [(n, s) for n in names for s in seeds]
+        print(f"{len(runs)} runs ({len(names)} variants x seeds {', '.join(map(str, seeds))}), "
+              f"{budget} samples each, {args.parallel} at once with {threads} threads, "
+              f"evaluated on {args.eval_n} test images; base {config}", flush=True)
         jobs = {}
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(args.parallel, mp_context=ctx, initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            for name in names:
-                cfg = variant_config(base, VARIANTS[name][0], args.runs / name, budget, threads,
-                                     args.resample)
-                ship_to = None if not str(args.ship) else args.ship / f"ablation-{name}"
-                jobs[pool.submit(run_variant, name, cfg, args.eval_n, ship_to)] = name
+            for name, seed in runs:
+                run = run_name(name, seed)
+                cfg = variant_config(base, VARIANTS[name][0], args.runs / run, budget, threads,
+                                     resample, seed if recipe.seeded_names else None)
+                ship_to = None if not str(args.ship) else args.ship / f"ablation-{run}"
+                jobs[pool.submit(run_variant, run, cfg, args.eval_n, ship_to)] = run
             for future in as_completed(jobs):
-                name = jobs[future]
+                run = jobs[future]
                 try:
                     r = future.result()
                 except Exception as e:  # one failed run must not lose the others
-                    print(f"{name}: FAILED: {e!r}", flush=True)
+                    print(f"{run}: FAILED: {e!r}", flush=True)
                     continue
-                print(f"{name}: E2EE {r['e2ee']:.2f} FPE {r['fpe']:.2f} FNE {r['fne']:.2f} "
+                print(f"{run}: E2EE {r['e2ee']:.2f} FPE {r['fpe']:.2f} FNE {r['fne']:.2f} "
                       f"CE {r['ce']:.2f} density {r['density']:.3g} "
                       f"({r['density_ratio']:.2f}x min)", flush=True)
-    # each row: this script's finished run, else the shipped checkpoint's evaluation
+    # each run: this script's finished run, else the shipped checkpoint's evaluation; a
+    # table over every variant and seed found (not only those of this call)
+    reports: dict[str, list[dict]] = {}
     for name in VARIANTS:
-        sources = [args.runs / name / "eval.json"]
-        if name == "mt" and args.reference is not None:
-            sources.insert(0, args.reference / "metrics.json")
-        if str(args.ship):
-            sources.append(args.ship / f"ablation-{name}" / "metrics.json")
-        found = next((path for path in sources if path.is_file()), None)
-        if found is not None:
-            reports[name] = json.loads(found.read_text())
+        for seed in seeds if recipe.seeded_names else (None,):
+            run = run_name(name, seed) if seed is not None else name
+            sources = [args.runs / run / "eval.json"]
+            if name == "mt" and not recipe.seeded_names and args.reference is not None:
+                sources.insert(0, args.reference / "metrics.json")
+            if str(args.ship):
+                sources.append(args.ship / f"ablation-{run}" / "metrics.json")
+            found = next((path for path in sources if path.is_file()), None)
+            if found is not None:
+                report = json.loads(found.read_text())
+                report["seed"] = seed
+                reports.setdefault(name, []).append(report)
     if not reports:
         print("no finished runs yet", file=sys.stderr)
         return 1
     text = table(reports)
-    args.table.write_text(text)
-    args.table.with_suffix(".json").write_text(json.dumps(
-        {n: {k: r.get(k) for k in (*METRICS, "density", "density_ratio", "samples_seen",
-                                   "train_minutes", "n", "exact_match_accuracy")}
-         for n, r in reports.items()}, indent=2) + "\n")
+    table_path.write_text(text)
+    keys = (*METRICS, "density", "density_ratio", "samples_seen", "train_minutes", "n",
+            "exact_match_accuracy", "seed")
+    table_path.with_suffix(".json").write_text(json.dumps(
+        {n: summarise([{k: r.get(k) for k in keys} for r in runs])
+         for n, runs in reports.items()}, indent=2) + "\n")
     print(text)
     return 0
 

@@ -31,7 +31,8 @@ def _tiny_config(tmp_path: pathlib.Path) -> pathlib.Path:
 
 def test_runs_evaluates_ships_and_tabulates(ablations, tmp_path, capsys):
     runs, ship = tmp_path / "runs", tmp_path / "ship"
-    args = ["--config", str(_tiny_config(tmp_path)), "--only", "st,l1-1", "--max-samples", "32",
+    args = ["--recipe", "legacy", "--config", str(_tiny_config(tmp_path)), "--only", "st,l1-1",
+            "--max-samples", "32",
             "--eval-n", "6", "--runs", str(runs), "--ship", str(ship),
             "--reference", str(tmp_path / "none"), "--parallel", "2", "--threads", "1",
             "--table", str(tmp_path / "table.md")]
@@ -57,8 +58,8 @@ def test_runs_evaluates_ships_and_tabulates(ablations, tmp_path, capsys):
     assert (runs / "st" / "eval.json").stat().st_mtime == mtime
     # without the runs (a fresh clone), the table comes from the shipped evaluations
     capsys.readouterr()
-    assert ablations.main(["--table-only", "--runs", str(tmp_path / "gone"), "--ship", str(ship),
-                           "--table", str(tmp_path / "shipped.md")]) == 0
+    assert ablations.main(["--recipe", "legacy", "--table-only", "--runs", str(tmp_path / "gone"),
+                           "--ship", str(ship), "--table", str(tmp_path / "shipped.md")]) == 0
     assert (tmp_path / "shipped.md").read_text() == (tmp_path / "table.md").read_text()
 
 
@@ -72,12 +73,53 @@ def test_variant_overrides_reach_the_config(ablations, tmp_path):
     assert base["model"]["initial_density"] == 0.5  # the base config is not modified
     cfg = ablations.variant_config(base, ablations.VARIANTS["no-batchnorm"][0], tmp_path, 5, 1)
     assert cfg["model"]["batch_norm"] is False
-    # resampling is off unless asked for, whatever the base config says
-    assert cfg["resample_duplicates"] is False
+    # resampling: the base config's unless forced (the legacy recipe forces it off)
     base["resample_duplicates"] = True
-    assert ablations.variant_config(base, {}, tmp_path, 5, 1)["resample_duplicates"] is False
-    assert ablations.variant_config(base, {}, tmp_path, 5, 1, resample=True)[
-        "resample_duplicates"] is True
+    assert ablations.variant_config(base, {}, tmp_path, 5, 1)["resample_duplicates"] is True
+    assert ablations.variant_config(base, {}, tmp_path, 5, 1, resample=False)[
+        "resample_duplicates"] is False
+    # ... but a variant that takes it away wins, and the seed reaches the config
+    cfg = ablations.variant_config(base, ablations.VARIANTS["no-resample"][0], tmp_path, 5, 1,
+                                   resample=True, seed=7)
+    assert cfg["resample_duplicates"] is False and cfg["seed"] == 7
+    for name, key, value in (("no-presence", "presence_weight", 0.0),
+                             ("untied", "phase_tied", False),
+                             ("generic-decoder", "decoder", "points")):
+        cfg = ablations.variant_config(base, ablations.VARIANTS[name][0], tmp_path, 5, 1)
+        assert cfg["model"][key] == value
+
+
+def test_the_shipped_recipe_runs_seeds_and_reports_their_spread(ablations, tmp_path, capsys):
+    """Two variants x two seeds: runs NAME-sS, shipped ablation-NAME-sS, one table row per
+    variant with mean [min, max], and a JSON summary whose mean is the seeds' mean."""
+    runs, ship, table = tmp_path / "runs", tmp_path / "ship", tmp_path / "shipped.md"
+    args = ["--config", str(_tiny_config(tmp_path)), "--only", "mt,no-presence",
+            "--seeds", "1,2", "--max-samples", "16", "--eval-n", "4", "--runs", str(runs),
+            "--ship", str(ship), "--parallel", "2", "--threads", "1", "--table", str(table)]
+    assert ablations.main(args) == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["mt-s1", "mt-s2", "no-presence-s1",
+                                                      "no-presence-s2"]
+    for run, seed, weight in (("mt-s2", 2, 1.0), ("no-presence-s1", 1, 0.0)):
+        ckpt = load_checkpoint(ship / f"ablation-{run}")
+        assert ckpt.config.presence_weight == weight
+        saved = json.loads((runs / run / "config.json").read_text())["train"]
+        assert saved["seed"] == seed and saved["max_samples"] == 16
+    summary = json.loads(table.with_suffix(".json").read_text())
+    assert set(summary) == {"mt", "no-presence"}
+    mt = summary["mt"]
+    assert mt["seeds"] == [1, 2] and mt["n_seeds"] == 2
+    e2ee = [json.loads((runs / f"mt-s{s}" / "eval.json").read_text())["e2ee"] for s in (1, 2)]
+    assert mt["mean"]["e2ee"] == pytest.approx(sum(e2ee) / 2)
+    assert mt["min"]["e2ee"] == min(e2ee) and mt["max"]["e2ee"] == max(e2ee)
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| mt |"))
+    assert row.startswith("| mt | 1, 2 | ") and f"[{min(e2ee):.2f}, {max(e2ee):.2f}]" in row
+    # a bad seed list is refused with a message
+    with pytest.raises(SystemExit) as e:
+        ablations.main([*args, "--seeds", "1,x"])
+    assert e.value.code == 2 and "--seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablations.main(["--recipe", "legacy", "--seeds", "1,2", "--table-only"])
+    assert "one --seeds value" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_with_a_message(ablations, tmp_path, capsys):
