@@ -516,3 +516,34 @@ def test_round_trip_serve_and_explore(trained, monkeypatch):
             assert "motifs:" in "\n".join(e.value for e in at.markdown)
         finally:
             st.cache_data.clear()
+
+
+def test_folder_run_script_exports_trains_and_evaluates(tmp_path):
+    """scripts/folder_run.sh (issue 14's real run) at toy size: train + val joined in one
+    folder, a separate test folder, a checkpoint, its evaluation on the test folder; and a
+    second call keeps the exports and resumes."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    data, run = tmp_path / "data", tmp_path / "run"
+    env = {**os.environ, "N_TRAIN": "24", "N_VAL": "8", "N_TEST": "6", "MAX_MINUTES": "0.02",
+           "THREADS": "1", "SPARLING": str(Path(sys.executable).parent / "sparling")}
+    cmd = ["bash", str(root / "scripts/folder_run.sh"), str(data), str(run)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in (data / "train/labels.jsonl").read_text().splitlines()]
+    assert [line["split"] for line in lines] == ["train"] * 24 + ["val"] * 8
+    assert len(list((data / "train/images").iterdir())) == 32
+    assert not [p for p in data.iterdir() if p.name.startswith(".")]  # no half-built folder
+    report = json.loads((run / "eval-folder.json").read_text())
+    assert report["n"] == 6 and {"e2ee", "fpe", "fne", "ce", "density"} <= set(report)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["domain"] == f"folder:{(data / 'train').resolve()}"
+    assert saved["model"]["decoder"] == "channels"  # the shipped recipe's, as configured
+    stamp = (data / "train/labels.jsonl").stat().st_mtime_ns
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (data / "train/labels.jsonl").stat().st_mtime_ns == stamp  # exports kept
+    assert "resumed" in again.stderr
