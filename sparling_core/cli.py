@@ -149,9 +149,12 @@ def evaluate(
         "--data", help="evaluate on a data folder (labels.jsonl; default: the checkpoint's "
         "own folder, if it was trained on one)")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 100,
+    device: Annotated[str, typer.Option(help="cpu | cuda: where the model runs")] = "cpu",
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Motif metrics (FPE, FNE, CE, E2EE in percent) and density on N test images."""
+    import torch
+
     from .analysis.evaluate import evaluate as run
     from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint
     from .domains import SPLITS, FolderDomain, FolderError, get_domain
@@ -159,6 +162,10 @@ def evaluate(
 
     if split not in SPLITS:
         _fail(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if device not in ("cpu", "cuda"):
+        _fail(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda asked for, but torch sees no CUDA device")
     if not checkpoint.is_dir():
         _fail(f"checkpoint folder {checkpoint} does not exist")
     if (json_path is None) == (not update_metrics):
@@ -171,7 +178,7 @@ def evaluate(
     if target.is_dir():
         _fail(f"cannot write {target}: it is a folder")
     try:
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint, device=device)
     except CheckpointError as e:
         _fail(str(e))
     data_dir = data_dir or folder_of(ckpt.config.domain)

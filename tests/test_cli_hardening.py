@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -142,6 +143,25 @@ def test_evaluate_json_into_a_missing_folder_fails_before_evaluating(tiny, tmp_p
 def test_evaluate_never_rewrites_metrics_implicitly(tiny):
     one_line_error(runner.invoke(app, ["evaluate", str(tiny), "--n", "2"]), "--update-metrics")
     assert not (tiny / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("device, words", [
+    ("tpu", "--device must be cpu or cuda"),
+    pytest.param("cuda", "torch sees no CUDA device", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_evaluate_device_is_checked_before_loading(tiny, tmp_path, device, words):
+    result = runner.invoke(app, ["evaluate", str(tiny), "--n", "2", "--device", device,
+                                 "--json", str(tmp_path / "r.json")])
+    one_line_error(result, words)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_on_the_cpu_device_writes_the_report(tiny, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(tiny), "--n", "3", "--device", "cpu",
+                                 "--no-progress", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 3
 
 
 @pytest.mark.parametrize("seed, ok", [(2**32 - 1, True), (2**32, False), (-1, False)])

@@ -40,7 +40,8 @@ def evaluate(model: SparlingModel, n: int = 10_000, first_seed: int | None = Non
     """Evaluate in eval mode on the domain's seeds first_seed .. first_seed + n - 1 (default:
     the start of `split`): FPE, FNE, CE, E2EE (percent), realised density and its ratio to
     the minimum, confusion table and channel-to-symbol assignment. The domain defaults to
-    the one the model was trained on; FPE / FNE / CE are None when it has no motifs."""
+    the one the model was trained on; FPE / FNE / CE are None when it has no motifs. The
+    model runs on the device its weights are on; the alignment runs on the CPU."""
     if n < 1:
         raise ValueError("n must be >= 1")
     domain = domain or get_domain(model.config.domain)
@@ -52,17 +53,19 @@ def evaluate(model: SparlingModel, n: int = 10_000, first_seed: int | None = Non
                          f"{first} .. {seeds.stop - 1}")
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     c = model.config.motif_channels
     stats = MotifStats(digits=len(domain.symbols), channels=c,
                        assignment=domain.assignment_for(c))
     bar = tqdm(total=n, desc="evaluate", disable=not progress, unit="img")
     try:
         for samples, images, labels in _batches(domain, seeds, batch_size, split):
-            decoded = model.generate(images)
-            active = model.bottleneck.active(decoded.motifs)
+            decoded = model.generate(images.to(device))
+            motifs = decoded.motifs.cpu()
+            active = model.bottleneck.active(decoded.motifs).cpu()
             for i, s in enumerate(samples):
-                alignment = align_image(decoded.motifs[i], motif_boxes(domain, s), active[i])
-                stats.add_alignment(alignment, decoded.motifs[i].numel())
+                alignment = align_image(motifs[i], motif_boxes(domain, s), active[i])
+                stats.add_alignment(alignment, motifs[i].numel())
                 stats.add_sequence(decoded.sequences[i], labels[i])
             bar.update(len(samples))
     finally:
