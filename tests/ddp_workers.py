@@ -37,28 +37,29 @@ def layer_inputs(seed: int = 0) -> dict:
     return {"xs": xs, "ws": ws, "weight": weight, "bias": bias}
 
 
-def run_layer(kind: str, density: float, inputs: dict, rank: int = 0, world: int = 1) -> dict:
+def run_layer(kind: str, density: float, inputs: dict, rank: int = 0, world: int = 1,
+              device: str = "cpu") -> dict:
     """STEPS training-mode steps of an MT / ST layer with BatchNorm on this rank's share
     (samples rank, rank + world, ...) of each global batch, loss = sum(y * w) on the share:
     thresholds after each step, outputs, input gradients, BatchNorm parameter gradients
-    and running statistics."""
-    layer = SpatialSparsity(CHANNELS, 1 - density, per_channel=kind == "mt")
+    and running statistics, on the CPU (the layer runs on `device`)."""
+    layer = SpatialSparsity(CHANNELS, 1 - density, per_channel=kind == "mt").to(device)
     with torch.no_grad():
         layer.batch_norm.weight.copy_(inputs["weight"])
         layer.batch_norm.bias.copy_(inputs["bias"])
     out = {"thresholds": [], "y": [], "grad_x": [], "grad_weight": [], "grad_bias": []}
     for x, w in zip(inputs["xs"], inputs["ws"], strict=True):
-        x = x[rank::world].clone().requires_grad_(True)
+        x = x[rank::world].to(device).clone().requires_grad_(True)
         layer.zero_grad()
         y = layer(x)
-        (y * w[rank::world]).sum().backward()
-        out["thresholds"].append(layer.thresholds.clone())
-        out["y"].append(y.detach())
-        out["grad_x"].append(x.grad)
-        out["grad_weight"].append(layer.batch_norm.weight.grad.clone())
-        out["grad_bias"].append(layer.batch_norm.bias.grad.clone())
-    out["running_mean"] = layer.batch_norm.running_mean.clone()
-    out["running_var"] = layer.batch_norm.running_var.clone()
+        (y * w[rank::world].to(device)).sum().backward()
+        out["thresholds"].append(layer.thresholds.detach().cpu().clone())
+        out["y"].append(y.detach().cpu())
+        out["grad_x"].append(x.grad.cpu())
+        out["grad_weight"].append(layer.batch_norm.weight.grad.cpu().clone())
+        out["grad_bias"].append(layer.batch_norm.bias.grad.cpu().clone())
+    out["running_mean"] = layer.batch_norm.running_mean.cpu().clone()
+    out["running_var"] = layer.batch_norm.running_var.cpu().clone()
     return out
 
 

@@ -25,7 +25,6 @@ import torch
 from sparling_core.analysis.evaluate import evaluate
 from sparling_core.checkpoint import load_checkpoint, load_train_state
 from sparling_core.domains import get_domain
-from sparling_core.layers.sparsity import SpatialSparsity
 from sparling_core.training.loop import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -39,26 +38,12 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
     return bool(((a.cpu() - b.cpu()).abs() <= rel * scale).all())
 
 
-def _run_layer(kind: str, density: float, device: str) -> dict:
-    inputs = w.layer_inputs()
-    layer = SpatialSparsity(w.CHANNELS, 1 - density, per_channel=kind == "mt").to(device)
-    with torch.no_grad():
-        layer.batch_norm.weight.copy_(inputs["weight"])
-        layer.batch_norm.bias.copy_(inputs["bias"])
-    out: dict = {"thresholds": [], "y": []}
-    for x, wt in zip(inputs["xs"], inputs["ws"], strict=True):
-        x = x.to(device).requires_grad_(True)
-        y = layer(x)
-        (y * wt.to(device)).sum().backward()
-        out["thresholds"].append(layer.thresholds.detach().cpu().clone())
-        out["y"].append(y.detach().cpu())
-    return out
-
-
 @pytest.mark.parametrize("kind", w.KINDS)
 @pytest.mark.parametrize("density", w.DENSITIES)
 def test_sparsity_layer_on_cuda_matches_cpu(kind, density):
-    cpu, gpu = _run_layer(kind, density, "cpu"), _run_layer(kind, density, "cuda")
+    inputs = w.layer_inputs()
+    cpu = w.run_layer(kind, density, inputs)
+    gpu = w.run_layer(kind, density, inputs, device="cuda")
     for step in range(w.STEPS):
         assert _close(gpu["thresholds"][step], cpu["thresholds"][step], 1e-5), step
         y, ref = gpu["y"][step], cpu["y"][step]
