@@ -204,3 +204,52 @@ def test_point_decoder_channel_summaries_reach_every_active_pixel():
         ModelConfig(decoder="points", channel_summaries="yes")
     assert ModelConfig.from_dict(
         ModelConfig(channel_summaries=True).to_dict()).channel_summaries is True
+
+
+def test_presence_pool_sets_how_many_pixels_the_presence_loss_reaches():
+    """max: one pixel per channel and image gets the presence gradient; mean and max+mean:
+    every pixel. The pooled values are what the option says, the default is max (every
+    earlier checkpoint trained so), and a bad value is refused with the field's name."""
+    torch.manual_seed(0)
+    dense = torch.randn(2, 10, 100, 100)
+    reached, logits = {}, {}
+    for pool in ("max", "mean", "max+mean"):
+        model = SparlingModel(ModelConfig(presence_pool=pool))
+        with torch.no_grad():
+            model.presence.weight.copy_(torch.eye(10))
+            model.presence.bias.zero_()
+        x = dense.clone().requires_grad_(True)
+        logits[pool] = model.presence_logits(x)
+        logits[pool].sum().backward()
+        reached[pool] = int((x.grad != 0).sum())
+    assert reached == {"max": 2 * 10, "mean": 2 * 10 * 100 * 100,
+                       "max+mean": 2 * 10 * 100 * 100}
+    assert torch.allclose(logits["max"], dense.amax(dim=(2, 3)))
+    assert torch.allclose(logits["mean"], dense.mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(logits["max+mean"], logits["max"] + logits["mean"], atol=1e-6)
+    assert ModelConfig().presence_pool == "max"
+    assert ModelConfig.from_dict({"presence_pool": "mean"}).presence_pool == "mean"
+    with pytest.raises(ValueError, match="presence_pool"):
+        ModelConfig(presence_pool="median")
+    with pytest.raises(ValueError, match="presence_pool"):
+        ModelConfig(presence_pool=3)
+
+
+def test_presence_errors_use_the_models_presence_pool():
+    """The resampler's per-digit presence errors read the same pooled signal as training."""
+    from sparling_core.training.resample import presence_errors
+
+    images, labels = dc.collate([dc.sample(s) for s in range(4)])
+    errors = {}
+    for pool in ("max", "mean"):
+        torch.manual_seed(0)
+        model = SparlingModel(tiny_config(presence_pool=pool))
+        model.eval()
+        with torch.no_grad():
+            expected = F.binary_cross_entropy_with_logits(
+                model.presence_logits(model.motif_model(images)),
+                torch.stack([F.one_hot(torch.tensor(lab), 10).amax(0).float()
+                             for lab in labels]), reduction="none").mean(0)
+        errors[pool] = presence_errors(model, images, labels)
+        assert torch.allclose(errors[pool], expected, atol=1e-6)
+    assert not torch.allclose(errors["max"], errors["mean"])

@@ -44,6 +44,7 @@ EOS = 10  # DigitCircle's end token (= vocab_size); generic code uses ModelConfi
 BOS = 11  # DigitCircle's start token (= vocab_size + 1); generic code uses ModelConfig.bos
 IGNORE = -100
 DECODER_KINDS = ("points", "channels", "cells")
+PRESENCE_POOLS = ("max", "mean", "max+mean")
 MAX_IMAGE_SIDE = 4096  # a config's image height / width at most
 
 
@@ -80,9 +81,15 @@ class ModelConfig:
     vocab_size: int = NUM_CLASSES  # output tokens; the end token is vocab_size
     min_length: int = 1  # decoding never ends before this many tokens
     # Auxiliary loss from the label alone: which digits the answer contains, predicted from
-    # each channel's strongest activation. No motif positions are used; it gives the motif
-    # model a direct signal that shortens the dense start of training.
+    # each channel pooled over the image (presence_pool). No motif positions are used; it
+    # gives the motif model a direct signal that shortens the dense start of training.
     presence_weight: float = 1.0
+    # How the presence head pools each channel over the image: "max" (its strongest
+    # activation; the gradient reaches one pixel per image), "mean" (every pixel) or
+    # "max+mean" (their sum). A channel that must learn a motif the trunk does not yet
+    # detect learns it far faster from the mean's dense gradient
+    # (experiments/fresh_channel_probe.py).
+    presence_pool: str = "max"
     # The output tokens by id (vocab_size of them), saved so that a checkpoint knows its
     # tokens without its domain (a folder of your own data); None: the domain's vocabulary.
     vocabulary: list[str] | None = None
@@ -91,6 +98,9 @@ class ModelConfig:
         self._check_types()
         if self.sparsity not in SPARSITY_KINDS:
             raise ValueError(f"sparsity must be one of {SPARSITY_KINDS}, got {self.sparsity!r}")
+        if self.presence_pool not in PRESENCE_POOLS:
+            raise ValueError(f"presence_pool must be one of {PRESENCE_POOLS}, "
+                             f"got {self.presence_pool!r}")
         if self.decoder not in DECODER_KINDS:
             raise ValueError(f"decoder must be one of {DECODER_KINDS}, got {self.decoder!r}")
         if isinstance(self.image_size, (list, tuple)):
@@ -139,7 +149,7 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a finite number in [{low}, {high}], "
                                  f"got {value}")
 
-        for name in ("domain", "sparsity", "decoder"):
+        for name in ("domain", "sparsity", "decoder", "presence_pool"):
             value = getattr(self, name)
             if not isinstance(value, str) or not 0 < len(value) <= 1000:
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")
@@ -642,9 +652,19 @@ class SparlingModel(nn.Module):
                 memory, mask = self.decoder.encode(motifs)
                 logits = self.decoder(memory, mask, inputs)
                 # read before the bottleneck: a signal for the motif model at any density
-                presence = self.presence(dense.float().amax(dim=(2, 3)))  # (N, V)
+                presence = self.presence_logits(dense)  # (N, V)
         return ModelOutput(motifs, logits, self.bottleneck.penalty(motifs),
                            presence if inputs is not None else None)
+
+    def presence_logits(self, dense: torch.Tensor) -> torch.Tensor:
+        """The dense map before the bottleneck (N, C, H, W) -> presence logits (N, V): each
+        channel pooled over the image (`presence_pool`), then the linear presence head."""
+        dense = dense.float()
+        pooled = {"max": lambda: dense.amax(dim=(2, 3)),
+                  "mean": lambda: dense.mean(dim=(2, 3)),
+                  "max+mean": lambda: dense.amax(dim=(2, 3)) + dense.mean(dim=(2, 3)),
+                  }[self.config.presence_pool]()
+        return self.presence(pooled)
 
     @torch.no_grad()
     def decode_motifs(self, motifs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:

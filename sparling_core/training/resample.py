@@ -19,7 +19,7 @@ sparse autoencoders:
   and affine parameters are reset, its threshold starts at the median of the others, its
   decoder embedding is re-drawn, Adam's moments for all of those entries are reset, and
   its column of the presence head is cleared except for a positive weight on the
-  unexplained digit. The presence head reads each channel's maximum *before* the
+  unexplained digit. The presence head pools each channel (its maximum by default) *before* the
   bottleneck, so that weight gives the fresh channel a dense, label-only learning signal
   (multiple-instance learning: fire somewhere exactly when that digit is in the answer)
   that does not depend on where its few surviving activations happen to land. Without
@@ -81,7 +81,7 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
     model.eval()
     try:
         logits = torch.cat([
-            model.presence(model.motif_model(images[i:i + batch_size]).float().amax(dim=(2, 3)))
+            model.presence_logits(model.motif_model(images[i:i + batch_size]))
             for i in range(0, len(images), batch_size)])
     finally:
         model.train(was_training)
