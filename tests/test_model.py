@@ -253,3 +253,61 @@ def test_presence_errors_use_the_models_presence_pool():
         errors[pool] = presence_errors(model, images, labels)
         assert torch.allclose(errors[pool], expected, atol=1e-6)
     assert not torch.allclose(errors["max"], errors["mean"])
+
+
+def _trunk_by_hand(model, images: torch.Tensor, pool: str) -> torch.Tensor:
+    """The trunk presence head's logits computed directly: the trunk on each 1-px shift of
+    the image (phase-tied) or on the image (untied), the 1x1 head, pooled over everything."""
+    mm = model.motif_model
+    n, _, h, w = images.shape
+    padded = F.pad(images * 2 - 1, (0, 1, 0, 1), value=-1.0)
+    shifts = [(0, 0)] if not mm.phase_tied else [(a, b) for a in (0, 1) for b in (0, 1)]
+    maps = []
+    for a, b in shifts:
+        x = F.pixel_unshuffle(padded[:, :, a:a + h, b:b + w], 2)
+        maps.append(mm.trunk_presence(F.relu(mm.blocks(mm.stem(x)))).flatten(2))
+    x = torch.cat(maps, -1)
+    return {"max": x.amax(-1), "mean": x.mean(-1), "max+mean": x.amax(-1) + x.mean(-1)}[pool]
+
+
+@pytest.mark.parametrize("phase_tied", [False, True])
+@pytest.mark.parametrize("pool", ["max", "max+mean"])
+def test_trunk_presence_head_pools_the_trunk_over_every_shift(phase_tied, pool):
+    """trunk_presence_weight > 0 adds a 1x1 head (vocab_size outputs) on the motif model's
+    trunk, pooled like presence_pool over all places (and, phase-tied, all four shifts); the
+    training forward returns its logits, equal whatever chunks the images run in, and the
+    motif map is unchanged by it."""
+    torch.manual_seed(0)
+    config = tiny_config(phase_tied=phase_tied, presence_pool=pool, trunk_presence_weight=1.0)
+    model = SparlingModel(config)
+    images, labels = dc.collate([dc.sample(s) for s in range(3)])
+    inputs, _ = encode_labels(labels, 6)
+    out = model(images, inputs)
+    assert out.trunk_presence_logits.shape == (3, 10)
+    with torch.no_grad():
+        expected = _trunk_by_hand(model, images, pool)
+    assert torch.allclose(out.trunk_presence_logits, expected, atol=1e-5)
+    model.eval()  # eval runs the phase-tied model one image at a time
+    with torch.no_grad():
+        dense, trunk = model.motif_model(images, trunk=True)
+        assert torch.allclose(trunk, expected, atol=1e-5)
+        assert torch.equal(dense, model.motif_model(images))
+    out.trunk_presence_logits.sum().backward()
+    assert model.motif_model.trunk_presence.weight.grad.abs().sum() > 0
+    assert model.motif_model.stem.weight.grad.abs().sum() > 0
+
+
+def test_no_trunk_presence_head_by_default():
+    """Off by default: no extra weights (every earlier checkpoint's state dict loads as it
+    is), no logits, and asking the motif model for them is an error; the weight is checked."""
+    model = SparlingModel(tiny_config())
+    assert model.motif_model.trunk_presence is None
+    assert not any("trunk_presence" in k for k in model.state_dict())
+    images, labels = dc.collate([dc.sample(0)])
+    assert model(images, encode_labels(labels, 6)[0]).trunk_presence_logits is None
+    with pytest.raises(ValueError, match="trunk presence head"):
+        model.motif_model(images, trunk=True)
+    with pytest.raises(ValueError, match="trunk_presence_weight"):
+        ModelConfig(trunk_presence_weight=-1.0)
+    with pytest.raises(ValueError, match="trunk_presence_weight"):
+        ModelConfig(trunk_presence_weight="1")

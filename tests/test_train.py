@@ -118,3 +118,20 @@ def test_bf16_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
     assert loop.use_bf16(TrainConfig(), cpu) is True
     assert loop.use_bf16(TrainConfig(bf16=False), cpu) is False
+
+
+def test_trunk_presence_head_trains_and_resumes(tmp_path):
+    """With trunk_presence_weight the loop trains the trunk head (its weights move), saves
+    it with the checkpoint, and a resume continues exactly."""
+    model = tiny_config(trunk_presence_weight=1.0, presence_pool="max+mean")
+    full = train(_config(tmp_path / "full", model=model, max_samples=16), progress=False)
+    part = train(_config(tmp_path / "part", model=model, max_samples=8), progress=False)
+    ckpt, early = load_checkpoint(full), load_checkpoint(part)
+    trained = ckpt.model.motif_model.trunk_presence.weight
+    assert not torch.allclose(trained, early.model.motif_model.trunk_presence.weight)
+    resumed = train(_config(tmp_path / "part", model=model, max_samples=16), resume=True,
+                    progress=False)
+    a, b = ckpt.model.state_dict(), load_checkpoint(resumed).model.state_dict()
+    assert a.keys() == b.keys() and "motif_model.trunk_presence.weight" in a
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key

@@ -90,6 +90,14 @@ class ModelConfig:
     # detect learns it far faster from the mean's dense gradient
     # (experiments/fresh_channel_probe.py).
     presence_pool: str = "max"
+    # An auxiliary presence head on the motif model's trunk (its features before the
+    # channel head; pooled like presence_pool), weighted by this in the loss (0: none, and
+    # no extra weights). Labels only, like the presence loss. Why: the channel presence
+    # head has one path per channel, so a token that no channel claims teaches the trunk
+    # nothing, and a channel resampled onto it later finds no features to latch on to
+    # (experiments/fresh_channel_probe.py: AUC 0.49 for the unclaimed 7). This head keeps
+    # features for every token in the trunk from the first batch.
+    trunk_presence_weight: float = 0.0
     # The output tokens by id (vocab_size of them), saved so that a checkpoint knows its
     # tokens without its domain (a folder of your own data); None: the domain's vocabulary.
     vocabulary: list[str] | None = None
@@ -172,7 +180,8 @@ class ModelConfig:
                                 ("min_length", 0, 4096)):
             setattr(self, name, integer(name, getattr(self, name), low, high))
         for name, low, high in (("penalty_weight", 0.0, 1e6), ("initial_density", 0.0, 1.0),
-                                ("presence_weight", 0.0, 1e6)):
+                                ("presence_weight", 0.0, 1e6),
+                                ("trunk_presence_weight", 0.0, 1e6)):
             number(name, getattr(self, name), low, high)
         if self.accumulate_survivors is not None:
             number("accumulate_survivors", self.accumulate_survivors, 0.0, 1e12)
@@ -239,17 +248,36 @@ class MotifModel(nn.Module):
     copy that puts that pixel at the same sub-pixel phase: the same weights then answer at
     every pixel (equivariant to 1-px shifts), for 4x the compute."""
 
-    def __init__(self, channels: int, width: int, layers: int, phase_tied: bool = False):
+    def __init__(self, channels: int, width: int, layers: int, phase_tied: bool = False,
+                 trunk_outputs: int = 0, trunk_pool: str = "max"):
         super().__init__()
         self.phase_tied = phase_tied
         self.stem = nn.Conv2d(4, width, 3, padding=1)
         self.blocks = nn.Sequential(*[_ResidualConv(width) for _ in range(layers - 1)])
         self.head = nn.Conv2d(width, 4 * channels, 1)
+        # the auxiliary trunk presence head (ModelConfig.trunk_presence_weight)
+        self.trunk_presence = nn.Conv2d(width, trunk_outputs, 1) if trunk_outputs else None
+        self.trunk_pool = trunk_pool
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not self.phase_tied:
-            return self._half_resolution(images)
-        return self._all_phases(images)
+    def forward(self, images: torch.Tensor, trunk: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The dense motif map (N, C, H, W); with `trunk`, also the trunk presence head's
+        pooled logits (N, trunk_outputs)."""
+        if trunk and self.trunk_presence is None:
+            raise ValueError("this motif model has no trunk presence head")
+        trunks: list[torch.Tensor] | None = [] if trunk else None
+        dense = (self._half_resolution(images, trunks) if not self.phase_tied
+                 else self._all_phases(images, trunks))
+        if trunks is None:
+            return dense
+        return dense, pool_map(torch.cat(trunks, dim=-1), self.trunk_pool)
+
+    def _trunk(self, x: torch.Tensor, trunks: list[torch.Tensor] | None) -> None:
+        """Append the trunk presence head's map of trunk features x (N, width, h, w) to
+        `trunks`, flattened over space: (N, V, h * w)."""
+        if trunks is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                trunks.append(self.trunk_presence(F.relu(x).float()).flatten(2))
 
     # On CPU the half-resolution model runs on this many images at a time while training:
     # small batches stay in cache (chunks of 8 beat 32 by ~8%). In eval mode it runs one
@@ -258,7 +286,8 @@ class MotifModel(nn.Module):
     # Python API give one image the same values alone or in a batch.
     CPU_CHUNK = 8
 
-    def _all_phases(self, images: torch.Tensor) -> torch.Tensor:
+    def _all_phases(self, images: torch.Tensor,
+                    trunks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The half-resolution model on the four 1-px shifts of the image, each output pixel
         read from the shift that puts it at sub-pixel phase (0, 0): copy (a, b) holds
         original pixel (2i + a, 2j + b) at block (i, j), and the head's phase-(0, 0) rows
@@ -271,19 +300,24 @@ class MotifModel(nn.Module):
         chunk = (n if images.device.type != "cpu"
                  else self.CPU_CHUNK if self.training else 1)
         weight, bias = self.head.weight[0::4], self.head.bias[0::4]
-        parts = []
+        parts, chunk_trunks = [], []
         for lo in range(0, n, chunk):
-            shifts = []
+            shifts, shift_trunks = [], ([] if trunks is not None else None)
             for a in (0, 1):
                 for b in (0, 1):
                     x = F.pixel_unshuffle(padded[lo:lo + chunk, :, a:a + h, b:b + w], 2)
                     x = self.blocks(self.stem(x))  # (n', width, H/2, W/2)
+                    self._trunk(x, shift_trunks)
                     with torch.autocast(x.device.type, enabled=False):  # fp32 head, as below
                         shifts.append(F.conv2d(F.relu(x).float(), weight.float(), bias.float()))
             part = torch.stack(shifts)  # (4, n', C, H/2, W/2), shift index 2a + b
             m, c = part.shape[1], part.shape[2]
             parts.append(part.reshape(2, 2, m, c, h // 2, w // 2)
                          .permute(2, 3, 4, 0, 5, 1).reshape(m, c, h, w))
+            if shift_trunks is not None:
+                chunk_trunks.append(torch.cat(shift_trunks, dim=-1))
+        if trunks is not None:
+            trunks.append(torch.cat(chunk_trunks))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _all_phases_dilated(self, images: torch.Tensor) -> torch.Tensor:
@@ -301,14 +335,29 @@ class MotifModel(nn.Module):
             return F.conv2d(F.relu(x).float(), self.head.weight[0::4].float(),
                             self.head.bias[0::4].float())  # (N, C, H, W)
 
-    def _half_resolution(self, images: torch.Tensor) -> torch.Tensor:
+    def _half_resolution(self, images: torch.Tensor,
+                         trunks: list[torch.Tensor] | None = None) -> torch.Tensor:
         x = F.pixel_unshuffle(images * 2 - 1, 2)  # (N, 4, H/2, W/2)
         x = self.blocks(self.stem(x))  # (N, width, H/2, W/2); bf16 under autocast
+        self._trunk(x, trunks)
         # The last layer runs in fp32 even under autocast: bf16 would quantise the motif
         # values that the quantile threshold has to tell apart.
         with torch.autocast(x.device.type, enabled=False):
             x = self.head(F.relu(x).float())  # (N, 4C, H/2, W/2)
         return F.pixel_shuffle(x, 2)  # (N, C, H, W)
+
+
+def pool_map(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """(N, C, ...) -> (N, C): each channel pooled over the rest by "max", "mean" or
+    "max+mean" (their sum)."""
+    x = x.float().flatten(2)
+    if kind == "max":
+        return x.amax(-1)
+    if kind == "mean":
+        return x.mean(-1)
+    if kind == "max+mean":
+        return x.amax(-1) + x.mean(-1)
+    raise ValueError(f"pool must be one of {PRESENCE_POOLS}, got {kind!r}")
 
 
 class _SequenceHead(nn.Module):
@@ -568,6 +617,8 @@ class ModelOutput:
     logits: torch.Tensor | None  # (N, T, 11) teacher-forced, when targets were given
     penalty: torch.Tensor  # the bottleneck's extra loss term (0 for MT / ST / TopK)
     presence_logits: torch.Tensor | None = None  # (N, 10) which digits the answer contains
+    # (N, V) the same, from the trunk presence head (when trunk_presence_weight > 0)
+    trunk_presence_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -608,8 +659,10 @@ class SparlingModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.motif_model = MotifModel(config.motif_channels, config.motif_width,
-                                      config.motif_layers, config.phase_tied)
+        self.motif_model = MotifModel(
+            config.motif_channels, config.motif_width, config.motif_layers, config.phase_tied,
+            trunk_outputs=config.vocab_size if config.trunk_presence_weight > 0 else 0,
+            trunk_pool=config.presence_pool)
         self.bottleneck: SparsityLayer = make_sparsity_layer(
             config.sparsity, config.motif_channels, 1 - config.initial_density,
             batch_norm=config.batch_norm, penalty_weight=config.penalty_weight,
@@ -643,7 +696,11 @@ class SparlingModel(nn.Module):
 
     def forward(self, images: torch.Tensor, inputs: torch.Tensor | None = None) -> ModelOutput:
         self._check_images(images)
-        dense = self.motif_model(images)  # (N, C, H, W) before the bottleneck
+        trunk = None
+        if inputs is not None and self.motif_model.trunk_presence is not None:
+            dense, trunk = self.motif_model(images, trunk=True)
+        else:
+            dense = self.motif_model(images)  # (N, C, H, W) before the bottleneck
         with torch.autocast(images.device.type, enabled=False):
             motifs = self.bottleneck(dense.float())
         logits = None
@@ -654,17 +711,12 @@ class SparlingModel(nn.Module):
                 # read before the bottleneck: a signal for the motif model at any density
                 presence = self.presence_logits(dense)  # (N, V)
         return ModelOutput(motifs, logits, self.bottleneck.penalty(motifs),
-                           presence if inputs is not None else None)
+                           presence if inputs is not None else None, trunk)
 
     def presence_logits(self, dense: torch.Tensor) -> torch.Tensor:
         """The dense map before the bottleneck (N, C, H, W) -> presence logits (N, V): each
         channel pooled over the image (`presence_pool`), then the linear presence head."""
-        dense = dense.float()
-        pooled = {"max": lambda: dense.amax(dim=(2, 3)),
-                  "mean": lambda: dense.mean(dim=(2, 3)),
-                  "max+mean": lambda: dense.amax(dim=(2, 3)) + dense.mean(dim=(2, 3)),
-                  }[self.config.presence_pool]()
-        return self.presence(pooled)
+        return self.presence(pool_map(dense, self.config.presence_pool))
 
     @torch.no_grad()
     def decode_motifs(self, motifs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:

@@ -516,10 +516,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
                                             ignore_index=IGNORE, reduction="sum") * (
                                                 world / tokens.item())
-        presence_loss = F.binary_cross_entropy_with_logits(
-            output.presence_logits,
-            presence_targets(labels, config.model.vocab_size).to(device))
+        present = presence_targets(labels, config.model.vocab_size).to(device)
+        presence_loss = F.binary_cross_entropy_with_logits(output.presence_logits, present)
         loss = sequence_loss + output.penalty + config.model.presence_weight * presence_loss
+        if output.trunk_presence_logits is not None:  # trunk_presence_weight > 0
+            loss = loss + config.model.trunk_presence_weight * (
+                F.binary_cross_entropy_with_logits(output.trunk_presence_logits, present))
         if not distributed:
             step_losses = (loss.item(), sequence_loss.item(), presence_loss.item())
         else:  # the global batch's losses: the mean over ranks of equal shares
