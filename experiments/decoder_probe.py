@@ -107,12 +107,7 @@ def main() -> None:
     val_inputs, val_targets = encode_labels(val_labels, cfg.max_digits, cfg.vocab_size)
 
     def encode(points):
-        values, channel, place, active = points
-        features = torch.cat([decoder._fourier(place), place,
-                              torch.log1p(values.clamp_min(0))[..., None]], -1)
-        tokens = decoder.features(features) + decoder.channel_embedding[channel]
-        mask = ~active
-        mask[:, 0] = False
+        tokens, mask = decoder.point_tokens(*points)
         return decoder.encoder(tokens, src_key_padding_mask=mask), mask
 
     def exact_match() -> float:

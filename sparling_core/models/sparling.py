@@ -592,14 +592,19 @@ class PointDecoder(nn.Module):
         place = torch.stack([(row.float() + 0.5) / h, (col.float() + 0.5) / w], -1)
         return values, channel, place, values > 0
 
-    def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """motifs (N, C, H, W) -> memory (N, k, d), key padding mask (N, k)."""
-        values, channel, place, active = self.points(motifs)
+    def point_tokens(self, values: torch.Tensor, channel: torch.Tensor, place: torch.Tensor,
+                     active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`points`' output -> one token per point (N, k, d) and the key padding mask (N, k)."""
         features = torch.cat([self._fourier(place), place,
                               torch.log1p(values.clamp_min(0))[..., None]], -1)
         tokens = self.features(features) + self.channel_embedding[channel]  # (N, k, d)
         mask = ~active
         mask[:, 0] = False  # an empty map still leaves one key to attend to
+        return tokens, mask
+
+    def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> memory (N, k, d), key padding mask (N, k)."""
+        tokens, mask = self.point_tokens(*self.points(motifs))
         if self.summaries is not None:  # + one token per firing channel
             summary, present = self.channel_tokens(motifs)
             tokens, mask = torch.cat([tokens, summary], 1), torch.cat([mask, ~present], 1)
