@@ -11,10 +11,15 @@ from sparling_core.domains import digit_circle as dc
 from sparling_core.models.sparling import IGNORE, SparlingModel, encode_labels, presence_targets
 from sparling_core.training.loop import TrainConfig, train
 from sparling_core.training.resample import (
+    UNSELECTIVE,
+    channel_selectivity,
     cofiring,
     find_duplicates,
+    find_unselective,
     presence_errors,
     resample_channels,
+    resample_summary,
+    selectivity,
     sparse_activity,
 )
 
@@ -228,3 +233,117 @@ def test_trainer_resamples_with_bf16_and_channels_last(tmp_path, monkeypatch):
     ckpt = load_checkpoint(train(cfg, progress=False))
     assert [r[:2] for r in ckpt.history[0]["resampled"]] == [[4, 7]]
     assert all(torch.isfinite(v.float()).all() for v in ckpt.model.state_dict().values())
+
+
+def _auc_reference(score, target):
+    """ROC AUC by counting pairs (ties half): the definition, independent of ranks."""
+    pos, neg = score[target == 1], score[target == 0]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return (greater + 0.5 * ties) / (len(pos) * len(neg))
+
+
+def test_selectivity_is_the_best_auc_over_tokens_with_ties_counted_half():
+    rng = np.random.default_rng(0)
+    n = 60
+    targets = (rng.random((n, 4)) < 0.4).astype(np.float64)
+    targets[:, 3] = 1.0  # a token in every answer: skipped
+    scores = np.stack([
+        targets[:, 1] * 3.0,  # fires exactly when token 1 is there: AUC 1
+        np.zeros(n),  # silent: every pair a tie, 0.5
+        rng.integers(0, 3, n).astype(np.float64),  # noise with many ties
+        targets[:, 0] * rng.random(n) + (1 - targets[:, 0]) * 0.5 * rng.random(n),
+    ], 1)
+    got = selectivity(torch.tensor(scores), torch.tensor(targets))
+    want = [max(_auc_reference(scores[:, c], targets[:, t]) for t in range(3))
+            for c in range(4)]
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    assert got[0] == 1.0 and got[1] == 0.5
+    # no usable token: chance everywhere
+    assert torch.equal(selectivity(torch.tensor(scores), torch.ones(n, 2)), torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match="share N"):
+        selectivity(torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+def test_find_unselective_orders_least_selective_first_and_honours_exclude():
+    scores = torch.tensor([0.99, 0.5, 0.7, 0.95, 0.52])
+    assert find_unselective(scores, 0.75) == [1, 4, 2]
+    assert find_unselective(scores, 0.75, exclude={4}) == [1, 2]
+    assert find_unselective(scores, 0.51) == [1]
+
+
+class _MapModel(torch.nn.Module):
+    """Stands in for a SparlingModel: a fixed sparse map per image, 10 label tokens."""
+
+    def __init__(self, maps):
+        super().__init__()
+        self.maps = maps
+        self.presence = torch.nn.Linear(maps.shape[1], 10)
+
+    def sparse_motifs(self, images):
+        return self.maps[images[:, 0, 0, 0].long()]
+
+
+def test_channel_selectivity_reads_each_images_peak_against_its_label():
+    labels = [[3], [3, 5], [5], [1], [1, 3]]
+    maps = torch.zeros(5, 3, 8, 8)
+    for i, label in enumerate(labels):
+        if 3 in label:
+            maps[i, 0, i, 2] = 2.0  # channel 0: on every 3
+        maps[i, 1, 4, 4] = float(i % 2)  # channel 1: noise
+    images = torch.arange(5, dtype=torch.float32)[:, None, None, None].expand(5, 1, 8, 8)
+    model = _MapModel(maps).train()
+    got = channel_selectivity(model, images.contiguous(), labels, batch_size=2)
+    assert model.training  # restored
+    assert got[0] == 1.0 and got[2] == 0.5  # channel 2 never fires
+    assert 0.5 <= got[1] < 0.75
+
+
+def test_plan_resampling_gives_free_digits_to_unselective_channels_first(monkeypatch):
+    train_module = importlib.import_module("sparling_core.training.loop")
+    errors = torch.full((10,), 0.01)
+    errors[7], errors[1] = 0.69, 0.4
+    monkeypatch.setattr(train_module, "presence_errors", lambda *a: errors)
+    monkeypatch.setattr(train_module, "sparse_activity", lambda *a: None)
+    scores = torch.tensor([0.99, 0.98, 0.51, 0.97, 0.6, 0.99, 0.99, 0.99, 0.99, 0.99])
+    monkeypatch.setattr(train_module, "channel_selectivity", lambda *a: scores)
+    seen = {}
+
+    def duplicates(*a, exclude):
+        seen["exclude"] = set(exclude)
+        return [(d, k) for d, k in [(2, 6), (8, 9)] if d not in exclude and k not in exclude]
+
+    monkeypatch.setattr(train_module, "find_duplicates", duplicates)
+    config = TrainConfig(resample_duplicates=True, resample_unselective=True)
+    # channel 4 is pending on digit 1 (still learning): neither resampled nor a candidate
+    rows = train_module._plan_resampling(None, None, None, config, {4: 1}, {})
+    assert rows == [(2, UNSELECTIVE, 7)]
+    assert seen["exclude"] == {4, 2}
+    # off (the default): only duplicates
+    rows = train_module._plan_resampling(None, None, None, TrainConfig(resample_duplicates=True),
+                                         {4: 1}, {})
+    assert rows == [(2, 6, 7)]
+    assert "channel 2 (explained no token) -> digit 7" in resample_summary([(2, UNSELECTIVE, 7)])
+    with pytest.raises(ValueError, match="resample_min_selectivity"):
+        TrainConfig(resample_min_selectivity=0.5)
+
+
+def test_trainer_resamples_unselective_channels_and_logs_them(tmp_path, monkeypatch):
+    train_module = importlib.import_module("sparling_core.training.loop")
+    monkeypatch.setattr(train_module, "find_duplicates", lambda *a, exclude: [])
+    scores = torch.full((10,), 0.99)
+    scores[6] = 0.55
+    monkeypatch.setattr(train_module, "channel_selectivity", lambda *a: scores)
+    out = tmp_path / "run"
+    config = TrainConfig(out=str(out), model=tiny_config(), batch_size=4, val_every=8,
+                         val_size=8, max_samples=24, decay_per_sample=0.0,
+                         initial_threshold=0.0, bf16=False, channels_last=False, threads=1,
+                         resample_duplicates=True, resample_unselective=True,
+                         resample_below_density=1.0, resample_cooldown=100)
+    train(config, progress=False)
+    rows = [h["resampled"] for h in load_checkpoint(out).history]
+    # channel 6 explains no token: resampled once, then pending (cooldown), never twice
+    assert [[r[:2] for r in row] for row in rows] == [[[6, UNSELECTIVE]], [], []]
+    state = load_train_state(out)
+    assert state["resample_pending"] == [[6, rows[0][0][2]]]
+    assert state["resample_retries"] == [[6, 0]]

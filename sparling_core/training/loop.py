@@ -54,7 +54,11 @@ from ..models.sparling import (
 )
 from ..schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 from .resample import (
+    FAILED,
+    UNSELECTIVE,
+    channel_selectivity,
     find_duplicates,
+    find_unselective,
     presence_errors,
     resample_channels,
     resample_summary,
@@ -102,6 +106,13 @@ class TrainConfig:
     resample_retry_error: float = 0.5  # a fresh channel whose digit is still this bad: redraw
     resample_max_retries: int = 2
     resample_cooldown: int = 20_000
+    # Also resample, at the same checks and for the same free digits, a channel that
+    # duplicates nobody but explains no token: its strongest activation per image predicts
+    # no token's presence better than AUC resample_min_selectivity (resample.py's
+    # channel_selectivity; labels only). Such a channel fires on noise or hardly at all;
+    # without this it keeps its place while a digit has no channel.
+    resample_unselective: bool = False
+    resample_min_selectivity: float = 0.75
     # bf16 autocast for the motif model's inner convs. None (auto): on for CUDA and for CPUs
     # with native bf16 matrix instructions (AMX, AVX512-BF16: ~1.3x faster there), off
     # elsewhere: on an AVX2-only CPU bf16 is emulated, and a training step measured 6x slower
@@ -135,6 +146,9 @@ class TrainConfig:
             raise ValueError("resample_target_weight must be positive")
         if self.resample_retry_error < self.resample_min_error:
             raise ValueError("resample_retry_error must be >= resample_min_error")
+        if not 0.5 < self.resample_min_selectivity <= 1:
+            raise ValueError("resample_min_selectivity must be in (0.5, 1] (an AUC; 0.5 is "
+                             "chance)")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -314,8 +328,9 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     target). `pending` maps channels resampled earlier to their digits: one whose digit is
     still near chance (>= resample_retry_error) gets a fresh draw at the same digit, at most
     resample_max_retries times (`retries` counts them); one whose digit is explained
-    (< resample_min_error) leaves `pending`. Then the strongest duplicates among the other
-    channels get the worst-explained digits nobody is learning yet."""
+    (< resample_min_error) leaves `pending`. Then the channels that explain no token (with
+    resample_unselective; least selective first) and the strongest duplicates among the
+    other channels get the worst-explained digits nobody is learning yet."""
     errors = presence_errors(model, images, labels)
     for channel, digit in list(pending.items()):
         if errors[digit] < config.resample_min_error:
@@ -327,9 +342,16 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     free = [d for d in errors.argsort(descending=True).tolist()
             if errors[d] >= config.resample_min_error and d not in pending.values()]
     if free:
+        lost = []
+        if config.resample_unselective:
+            scores = channel_selectivity(model, images, labels)
+            lost = [(c, UNSELECTIVE) for c in find_unselective(
+                scores, config.resample_min_selectivity, exclude=set(pending))]
         pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
-                                config.resample_threshold, exclude=set(pending))
-        rows += [(drop, keep, digit) for (drop, keep), digit in zip(pairs, free, strict=False)]
+                                config.resample_threshold,
+                                exclude=set(pending) | {c for c, _ in lost})
+        rows += [(drop, keep, digit)
+                 for (drop, keep), digit in zip(lost + pairs, free, strict=False)]
     return rows
 
 
@@ -566,7 +588,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                     resampled, pending, retries = box[0]
                 if resampled:
                     for drop, keep, _ in resampled:
-                        retries[drop] = retries.get(drop, 0) + 1 if keep < 0 else 0
+                        retries[drop] = retries.get(drop, 0) + 1 if keep == FAILED else 0
                     pending.update({drop: digit for drop, _, digit in resampled})
                     resample_channels(model, [r[0] for r in resampled], optimizer,
                                       targets=[r[2] for r in resampled],

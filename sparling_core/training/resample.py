@@ -14,6 +14,12 @@ sparse autoencoders:
 - a duplicate is only worth a fresh start while some motif is unexplained: the digit
   whose presence in the answer the presence head predicts worst (`presence_errors`, the
   per-digit cross-entropy on labelled validation images; labels only, no positions);
+- a channel that duplicates nobody can be just as lost: it fires on noise, or hardly at
+  all, and so explains no token (`channel_selectivity`: the best AUC, over tokens, of the
+  channel's strongest sparse activation in an image as a predictor of that token's
+  presence in the label; about 0.5 for such a channel, near 1 for a channel on one digit;
+  labels only). `find_unselective` names the channels below a minimum, which the trainer
+  resamples like duplicates when asked to (`TrainConfig.resample_unselective`);
 - the channel with fewer activations is resampled (`resample_channels`): its rows of the
   motif model's last conv get a fresh default initialisation, its BatchNorm statistics
   and affine parameters are reset, its threshold starts at the median of the others, its
@@ -35,9 +41,13 @@ from torch import nn
 from ..models.sparling import MotifDecoder, SparlingModel, presence_targets
 
 __all__ = [
-    "cofiring", "find_duplicates", "presence_errors", "resample_channels", "resample_summary",
-    "sparse_activity",
+    "channel_selectivity", "cofiring", "find_duplicates", "find_unselective", "presence_errors",
+    "resample_channels", "resample_summary", "selectivity", "sparse_activity",
 ]
+
+# `keep` in a resample row (resampled channel, keep, digit): the channel it duplicated, or
+FAILED = -1  # a fresh channel that did not learn its digit (drawn again)
+UNSELECTIVE = -2  # a channel that duplicated nobody but explained no token
 
 
 @torch.no_grad()
@@ -88,6 +98,63 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
     return F.binary_cross_entropy_with_logits(
         logits, presence_targets(labels, model.presence.out_features).to(logits.device),
         reduction="none").mean(0)
+
+
+def selectivity(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """scores (N, C), targets (N, V) in {0, 1} -> (C,): per column of `scores`, the largest
+    over tokens of the ROC AUC of that score for the token's presence (ties count half, as
+    in the Mann-Whitney U statistic). Tokens present in every image or in none are skipped;
+    0.5 where no token is left. A constant score (a silent channel) gives 0.5."""
+    if scores.dim() != 2 or targets.dim() != 2 or scores.shape[0] != targets.shape[0]:
+        raise ValueError(f"scores (N, C) and targets (N, V) must share N, got "
+                         f"{tuple(scores.shape)} and {tuple(targets.shape)}")
+    s = scores.double().cpu()
+    t = targets.double().cpu()
+    n = s.shape[0]
+    positives = t.sum(0)  # (V,)
+    usable = (positives > 0) & (positives < n)
+    if not bool(usable.any()):
+        return torch.full((s.shape[1],), 0.5)
+    t, positives = t[:, usable], positives[usable]
+    negatives = n - positives
+    # average ranks per column (1-based), ties sharing the mean of their ranks
+    order = s.argsort(0)
+    sorted_s = s.gather(0, order)
+    ranks = torch.empty_like(s)
+    for c in range(s.shape[1]):
+        _, inverse, counts = torch.unique_consecutive(sorted_s[:, c], return_inverse=True,
+                                                      return_counts=True)
+        ends = counts.cumsum(0).double()
+        mean_rank = ends - (counts.double() - 1) / 2
+        ranks[order[:, c], c] = mean_rank[inverse]
+    rank_sums = ranks.T @ t  # (C, V): the positives' rank sums
+    auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
+    return auc.max(dim=1).values.float()
+
+
+@torch.no_grad()
+def channel_selectivity(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
+                        batch_size: int = 250) -> torch.Tensor:
+    """(C,) per channel: `selectivity` of its strongest sparse activation in each image
+    against the presence of each token in the label, in eval mode, on these labelled
+    images. Near 1 for a channel that fires on one kind of motif; about 0.5 for one that
+    fires on noise or not at all."""
+    was_training = model.training
+    model.eval()
+    try:
+        peaks = torch.cat([model.sparse_motifs(images[i:i + batch_size]).float().amax(dim=(2, 3))
+                           for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+    return selectivity(peaks, presence_targets(labels, model.presence.out_features))
+
+
+def find_unselective(scores: torch.Tensor, minimum: float,
+                     exclude: frozenset[int] | set[int] = frozenset()) -> list[int]:
+    """Channels whose selectivity (`channel_selectivity`) is below `minimum`, least
+    selective first; `exclude`d channels (say, fresh ones still learning) never."""
+    return [c for c in scores.argsort().tolist()
+            if float(scores[c]) < minimum and c not in exclude]
 
 
 def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.5,
@@ -194,8 +261,10 @@ def resample_channels(model: SparlingModel, channels: list[int],
 
 
 def resample_summary(rows: list[tuple[int, int, int]]) -> str:
-    """rows of (resampled channel, the channel it duplicated or -1 for a fresh channel that
-    did not learn its digit, the digit it now targets)."""
+    """rows of (resampled channel, the channel it duplicated, or FAILED (-1) for a fresh
+    channel that did not learn its digit, or UNSELECTIVE (-2) for a channel that explained
+    no token; the digit it now targets)."""
+    why = {FAILED: "did not learn it", UNSELECTIVE: "explained no token"}
     return ", ".join(
-        f"channel {drop} ({f'duplicated {keep}' if keep >= 0 else 'did not learn it'}) "
+        f"channel {drop} ({f'duplicated {keep}' if keep >= 0 else why[keep]}) "
         f"-> digit {digit}" for drop, keep, digit in rows) or "none"
