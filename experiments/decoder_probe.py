@@ -1,6 +1,7 @@
 """Is a checkpoint's decoder or its sparse map the bottleneck?
 
     python experiments/decoder_probe.py CKPT [--train 20000] [--steps 4000] [--lr 2e-3]
+        [--encoder set|relative] [--layers L] [--cache FILE]
 
 Freezes the checkpoint's motif model and bottleneck (eval mode), computes the sparse maps of
 `--train` train images and 1,000 validation images once, and trains a *fresh* generic
@@ -16,6 +17,12 @@ and two properties of the maps themselves that no decoder can get round:
 
 If the fresh decoder levels off near the set-match rate, the map is what limits the model,
 not the decoder.
+
+`--encoder relative` gives the fresh decoder `"point_encoder": "relative"`
+(`RelativePointEncoder`: the same tokens, but each attention logit between two points also
+gets a learned bias from their displacement, as point-cloud transformers do; no domain rule
+either). `--cache FILE` keeps the frozen maps'
+points (computed once per checkpoint and --train) for the next variant.
 """
 import argparse
 import collections
@@ -80,35 +87,54 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=20_000)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--encoder", choices=("set", "relative"), default="set")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="encoder layers (default: the checkpoint's)")
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint).model.eval()
     cfg = model.config
     dom = get_domain(cfg.domain)
     torch.manual_seed(0)
+    layers = cfg.encoder_layers if args.layers is None else args.layers
     decoder = PointDecoder(cfg.motif_channels, cfg.image_shape, cfg.max_points,
-                           cfg.fourier_features, cfg.d_model, cfg.n_heads, cfg.encoder_layers,
-                           cfg.decoder_layers, cfg.max_digits + 1, cfg.vocab_size)
+                           cfg.fourier_features, cfg.d_model, cfg.n_heads, layers,
+                           cfg.decoder_layers, cfg.max_digits + 1, cfg.vocab_size,
+                           point_encoder=args.encoder)
     t = time.time()
-    train, _, _, train_labels = sparse_maps(model, decoder, dom, list(range(args.train)),
-                                            "train")
-    val, val_sites, val_samples, val_labels = sparse_maps(
-        model, decoder, dom, list(dom.split_range("val")[:1000]), "val")
-    print(f"maps: {time.time() - t:.0f} s, {float(train[3].float().sum(1).mean()):.2f} active "
-          "points per train image", flush=True)
-    symbols = channel_symbols(val_sites, val_samples)
-    unclaimed = sorted(set(dom.symbols) - set(symbols.values()), key=str)
-    print(f"channel -> majority symbol: {symbols}; unclaimed symbols: {unclaimed}")
-    print(f"label set == set of the firing channels' symbols: "
-          f"{set_match(val_sites, val_samples, symbols):.3f} of 1,000 val images", flush=True)
+    cached = args.cache is not None and args.cache.exists()
+    if cached:  # tensors and lists of ints only: weights_only loading
+        c = torch.load(args.cache, weights_only=True)
+        train, train_labels, val, val_labels = (c["train"], c["train_labels"], c["val"],
+                                                c["val_labels"])
+    else:
+        train, _, _, train_labels = sparse_maps(model, decoder, dom, list(range(args.train)),
+                                                "train")
+        val, val_sites, val_samples, val_labels = sparse_maps(
+            model, decoder, dom, list(dom.split_range("val")[:1000]), "val")
+        if args.cache is not None:
+            torch.save({"train": train, "train_labels": train_labels, "val": val,
+                        "val_labels": val_labels}, args.cache)
+    if not cached:
+        print(f"maps: {time.time() - t:.0f} s, {float(train[3].float().sum(1).mean()):.2f} active "
+              "points per train image", flush=True)
+        symbols = channel_symbols(val_sites, val_samples)
+        unclaimed = sorted(set(dom.symbols) - set(symbols.values()), key=str)
+        print(f"channel -> majority symbol: {symbols}; unclaimed symbols: {unclaimed}")
+        print(f"label set == set of the firing channels' symbols: "
+              f"{set_match(val_sites, val_samples, symbols):.3f} of 1,000 val images", flush=True)
 
+    print(f"encoder {args.encoder}, {layers} layers, "
+          f"{sum(p.numel() for p in decoder.parameters()):,} decoder parameters", flush=True)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=args.lr)
     inputs, targets = encode_labels(train_labels, cfg.max_digits, cfg.vocab_size)
     val_inputs, val_targets = encode_labels(val_labels, cfg.max_digits, cfg.vocab_size)
 
     def encode(points):
         tokens, mask = decoder.point_tokens(*points)
-        return decoder.encoder(tokens, src_key_padding_mask=mask), mask
+        return decoder.encode_tokens(tokens, points[2], mask), mask
 
     def exact_match() -> float:
         decoder.eval()

@@ -45,6 +45,7 @@ BOS = 11  # DigitCircle's start token (= vocab_size + 1); generic code uses Mode
 IGNORE = -100
 DECODER_KINDS = ("points", "channels", "cells")
 PRESENCE_POOLS = ("max", "mean", "max+mean")
+POINT_ENCODERS = ("set", "relative")
 MAX_IMAGE_SIDE = 4096  # a config's image height / width at most
 
 
@@ -73,6 +74,11 @@ class ModelConfig:
     # place; no order, no domain rule): its gradient reaches every active pixel at any
     # density, where the top max_points alone leave most of a dense early map untrained
     channel_summaries: bool = False
+    # how the "points" decoder's encoder relates points: "set", a plain transformer encoder
+    # (each point knows only its own place); "relative", each attention logit between two
+    # points also gets a learned bias from their displacement (RelativePointEncoder), as in
+    # point-cloud transformers. Neither knows a domain rule.
+    point_encoder: str = "set"
     d_model: int = 64
     n_heads: int = 4
     encoder_layers: int = 2
@@ -106,6 +112,9 @@ class ModelConfig:
         self._check_types()
         if self.sparsity not in SPARSITY_KINDS:
             raise ValueError(f"sparsity must be one of {SPARSITY_KINDS}, got {self.sparsity!r}")
+        if self.point_encoder not in POINT_ENCODERS:
+            raise ValueError(f"point_encoder must be one of {POINT_ENCODERS}, "
+                             f"got {self.point_encoder!r}")
         if self.presence_pool not in PRESENCE_POOLS:
             raise ValueError(f"presence_pool must be one of {PRESENCE_POOLS}, "
                              f"got {self.presence_pool!r}")
@@ -521,6 +530,59 @@ class ChannelDecoder(nn.Module):
         return self.head(memory, mask, inputs)
 
 
+class _RelativeLayer(nn.Module):
+    """Pre-norm self-attention whose logits get a learned per-head bias from each pair's
+    relative features, then a feed-forward block."""
+
+    def __init__(self, d_model: int, n_heads: int, rel_features: int):
+        super().__init__()
+        self.heads = n_heads
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.bias = nn.Sequential(nn.Linear(rel_features, 64), nn.ReLU(), nn.Linear(64, n_heads))
+        self.ff = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(),
+                                nn.Linear(2 * d_model, d_model))
+
+    def forward(self, x: torch.Tensor, rel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, k, d = x.shape
+        q, key, v = self.qkv(self.norm1(x)).view(n, k, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        logits = q @ key.transpose(-1, -2) / q.shape[-1] ** 0.5  # (N, heads, k, k)
+        logits = logits + self.bias(rel).permute(0, 3, 1, 2).to(logits.dtype)
+        logits = logits.masked_fill(mask[:, None, None, :], float("-inf"))
+        x = x + self.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(n, k, d))
+        return x + self.ff(self.norm2(x))
+
+
+class RelativePointEncoder(nn.Module):
+    """A set encoder over point tokens whose attention sees where each point is from each
+    other one: the displacement (row and column offsets, in image fractions), its length,
+    and sines and cosines of the offsets at `scales` octaves (wavelengths from 2 image
+    sizes down to a few pixels). Generic: translation-equivariant, no order, no domain
+    rule. A masked key (a padding point) is never attended to; the caller keeps at least
+    one key unmasked per set (PointDecoder.point_tokens does)."""
+
+    def __init__(self, d_model: int, n_heads: int, layers: int, scales: int = 6):
+        super().__init__()
+        self.register_buffer("frequencies", 2.0 ** torch.arange(scales) * math.pi)
+        features = 3 + 4 * scales
+        self.layers = nn.ModuleList(_RelativeLayer(d_model, n_heads, features)
+                                    for _ in range(layers))
+
+    def relative(self, place: torch.Tensor) -> torch.Tensor:
+        """places (N, k, 2) -> pair features (N, k, k, 3 + 4 * scales), [i, j] for j - i."""
+        delta = place[:, None, :, :] - place[:, :, None, :]
+        angles = delta[..., None] * self.frequencies
+        return torch.cat([delta, delta.norm(dim=-1, keepdim=True),
+                          angles.sin().flatten(-2), angles.cos().flatten(-2)], -1)
+
+    def forward(self, tokens: torch.Tensor, place: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        rel = self.relative(place.float())
+        for layer in self.layers:
+            tokens = layer(tokens, rel, mask)
+        return tokens
+
+
 class PointDecoder(nn.Module):
     """The generic decoder h: reads the sparse map as what it is, a small set of points.
 
@@ -538,8 +600,11 @@ class PointDecoder(nn.Module):
     def __init__(self, channels: int, image_shape: tuple[int, int], max_points: int,
                  fourier_features: int, d_model: int, n_heads: int, encoder_layers: int,
                  decoder_layers: int, max_len: int, vocab_size: int,
-                 channel_summaries: bool = False):
+                 channel_summaries: bool = False, point_encoder: str = "set"):
         super().__init__()
+        if point_encoder not in POINT_ENCODERS:
+            raise ValueError(f"point_encoder must be one of {POINT_ENCODERS}, "
+                             f"got {point_encoder!r}")
         self.channels, self.max_points = channels, max_points
         self.image_shape = tuple(image_shape)
         # fixed random frequencies (a buffer, saved with the weights): wavelengths from
@@ -553,9 +618,13 @@ class PointDecoder(nn.Module):
         self.summaries = (nn.Sequential(nn.Linear(2 * fourier_features + 5, d_model), nn.ReLU(),
                                         nn.Linear(d_model, d_model))
                           if channel_summaries else None)
-        enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
-                                         batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
+        self.relative = point_encoder == "relative"
+        if self.relative:
+            self.encoder = RelativePointEncoder(d_model, n_heads, encoder_layers)
+        else:
+            enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+                                             batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
         self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
 
     def _fourier(self, place: torch.Tensor) -> torch.Tensor:
@@ -563,10 +632,11 @@ class PointDecoder(nn.Module):
         angles = 2 * math.pi * place @ self.frequencies
         return torch.cat([angles.sin(), angles.cos()], -1)
 
-    def channel_tokens(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """motifs (N, C, H, W) -> one summary token per channel (N, C, d) and which
-        channels fire (N, C): log1p of the mass and the peak, the mass-weighted mean place
-        (Fourier features and raw), and the firing flag."""
+    def channel_tokens(self, motifs: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """motifs (N, C, H, W) -> one summary token per channel (N, C, d), which channels
+        fire (N, C) and their mass-weighted mean places (N, C, 2): a token holds log1p of
+        the mass and the peak, that place (Fourier features and raw), and the firing flag."""
         n, c, h, w = motifs.shape
         m = motifs.float().clamp_min(0)
         rows = (torch.arange(h, device=m.device, dtype=m.dtype) + 0.5) / h
@@ -576,7 +646,7 @@ class PointDecoder(nn.Module):
         features = torch.cat([self._fourier(place), place, torch.log1p(mass)[..., None],
                               torch.log1p(m.amax(dim=(2, 3)))[..., None],
                               present.float()[..., None]], -1)
-        return self.summaries(features) + self.channel_embedding, present
+        return self.summaries(features) + self.channel_embedding, present, place
 
     def points(self, motifs: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -604,11 +674,21 @@ class PointDecoder(nn.Module):
 
     def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """motifs (N, C, H, W) -> memory (N, k, d), key padding mask (N, k)."""
-        tokens, mask = self.point_tokens(*self.points(motifs))
+        points = self.points(motifs)
+        tokens, mask = self.point_tokens(*points)
+        place = points[2]
         if self.summaries is not None:  # + one token per firing channel
-            summary, present = self.channel_tokens(motifs)
+            summary, present, summary_place = self.channel_tokens(motifs)
             tokens, mask = torch.cat([tokens, summary], 1), torch.cat([mask, ~present], 1)
-        return self.encoder(tokens, src_key_padding_mask=mask), mask
+            place = torch.cat([place, summary_place.to(place.dtype)], 1)
+        return self.encode_tokens(tokens, place, mask), mask
+
+    def encode_tokens(self, tokens: torch.Tensor, place: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """The encoder over tokens (N, k, d) at places (N, k, 2) with key padding mask."""
+        if self.relative:
+            return self.encoder(tokens, place, mask)
+        return self.encoder(tokens, src_key_padding_mask=mask)
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
                 inputs: torch.Tensor) -> torch.Tensor:
@@ -680,7 +760,7 @@ class SparlingModel(nn.Module):
                 config.motif_channels, config.image_shape,
                 config.max_points, config.fourier_features, config.d_model, config.n_heads,
                 config.encoder_layers, config.decoder_layers, max_len, vocab,
-                channel_summaries=config.channel_summaries)
+                channel_summaries=config.channel_summaries, point_encoder=config.point_encoder)
         elif config.decoder == "channels":
             self.decoder = ChannelDecoder(
                 config.motif_channels, config.image_size, config.d_model, config.n_heads,
