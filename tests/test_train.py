@@ -5,7 +5,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 import torch
 from helpers import tiny_config
 
@@ -135,3 +137,16 @@ def test_trunk_presence_head_trains_and_resumes(tmp_path):
     assert a.keys() == b.keys() and "motif_model.trunk_presence.weight" in a
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs")
+                                        .glob("*.json")), ids=lambda p: p.stem)
+def test_every_shipped_config_builds_a_train_config_and_its_model(path):
+    """Every recipe in configs/ parses into a TrainConfig (no unknown or mistyped field)
+    whose model builds."""
+    from sparling_core.models.sparling import SparlingModel
+    from sparling_core.training.loop import build_train_config, read_config_file
+
+    config = build_train_config(read_config_file(path))
+    assert config.out and config.batch_size >= 1
+    SparlingModel(config.model)
