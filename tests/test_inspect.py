@@ -139,6 +139,35 @@ def test_run_images_batch_equals_single_images(model):
         assert result["n_active"] == single["n_active"]
 
 
+def test_the_empty_map_decode_is_computed_once_per_model_and_weights(checkpoint, monkeypatch):
+    """run_images reports the decoder's answer for an empty map with every image; it is
+    decoded once per model and kept until a decoder weight changes in place."""
+    model = load_checkpoint(checkpoint.path).model.eval()
+    zeros_decoded = []
+    decode = model.decode_motifs
+
+    def counting(motifs):
+        if not motifs.any():
+            zeros_decoded.append(motifs.shape)
+        return decode(motifs)
+
+    monkeypatch.setattr(model, "decode_motifs", counting)
+    image = _image()
+    first = si.run_image(model, image)["empty_map"]
+    with torch.inference_mode():
+        direct = decode(torch.zeros(1, 10, 100, 100))
+    assert first["sequence"] == direct[0][0]
+    assert first["probabilities"] == pytest.approx(direct[1][0])
+    si.run_images(model, np.stack([image, _image(4)]))
+    assert len(zeros_decoded) == 1
+    with torch.no_grad():  # an optimizer step does this: a new weights version
+        model.decoder.head.out.bias.add_(torch.linspace(-3, 3, model.decoder.head.out.bias.numel()))
+    changed = si.run_image(model, image)["empty_map"]
+    assert len(zeros_decoded) == 2
+    with torch.inference_mode():
+        assert changed["sequence"] == decode(torch.zeros(1, 10, 100, 100))[0][0]
+
+
 def test_run_image_needs_the_model_size(model):
     with pytest.raises(ValueError, match="100x100"):
         si.run_image(model, np.zeros((50, 50), dtype=np.float32))

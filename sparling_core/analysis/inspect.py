@@ -10,6 +10,7 @@ activation is "on" where `model.bottleneck.active` says so (nonzero for MT / ST 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "sparse_activations",
     "run_images",
     "decode_in_fixed_batches",
+    "empty_decode",
     "run_image",
     "analyze",
     "intervene",
@@ -214,6 +216,32 @@ def decode_in_fixed_batches(model: SparlingModel, motifs: torch.Tensor, size: in
     return sequences, probabilities
 
 
+# model -> (key, (sequence, probabilities)): the decoder's answer for an all-zero map
+_EMPTY_DECODES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def empty_decode(model: SparlingModel, like: torch.Tensor) -> tuple[list[int], list[float]]:
+    """The decoder's answer (sequence, per-token probabilities) for an all-zero map shaped
+    like one map of `like` (N, C, H, W): the baseline every decode is compared with. It
+    depends on the decoder's weights only, so it is computed once per model and kept while
+    those weights, the map's shape, dtype and device stay the same (an in-place change to
+    any decoder weight, as an optimizer step makes, bumps its version and recomputes it).
+    Call under inference mode, with the model in eval mode."""
+    try:
+        versions = tuple(p._version for p in model.decoder.parameters())
+    except RuntimeError:  # weights made under inference mode keep no version: never cache
+        versions = None
+    key = (tuple(like.shape[1:]), like.dtype, like.device, versions)
+    hit = _EMPTY_DECODES.get(model)
+    if versions is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    sequences, probabilities = model.decode_motifs(torch.zeros_like(like[:1]))
+    value = (sequences[0], probabilities[0])
+    if versions is not None:
+        _EMPTY_DECODES[model] = (key, value)
+    return value
+
+
 def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
                dense: bool | Sequence[bool] = False, decode_batch: int | None = None,
                motif_batch: int | None = None) -> list[dict]:
@@ -241,9 +269,7 @@ def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
                                 for i in range(0, x.shape[0], step)])
             sequences, probabilities = decode_in_fixed_batches(model, motifs, decode_batch)
         active = model.bottleneck.active(motifs)
-        # the decoder's answer for an empty map: the baseline every decode is compared with
-        empty_seq, empty_prob = model.decode_motifs(torch.zeros_like(motifs[:1]))
-        empty = (empty_seq[0], empty_prob[0])
+        empty = empty_decode(model, motifs)
         return [_result(model, motifs[i], active[i], sequences[i], probabilities[i], flags[i],
                         x[i], empty)
                 for i in range(motifs.shape[0])]
