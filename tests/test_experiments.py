@@ -240,3 +240,16 @@ def test_phase_misses_splits_hits_by_box_parity(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a folder that is not a checkpoint
         phases.main([str(tmp_path)])
     assert "error" in capsys.readouterr().err
+
+
+def test_selectivity_check_prints_every_channel_and_token(tmp_path, capsys):
+    from helpers import make_tiny_checkpoint
+
+    check = importlib.import_module("experiments.selectivity_check")
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny", evaluate_n=0)
+    check.main([str(ckpt), "--n", "40"])
+    out = capsys.readouterr().out
+    channels = out.split("selectivity by channel: ")[1].split("\n")[0]
+    assert channels.count(":") == 10  # the tiny model's 10 channels, each with a score
+    tokens = out.split("presence error by token (nats): ")[1]
+    assert all(f"'{d}':" in tokens for d in "0123456789")

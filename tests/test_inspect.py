@@ -166,6 +166,15 @@ def test_the_empty_map_decode_is_computed_once_per_model_and_weights(checkpoint,
     assert len(zeros_decoded) == 2
     with torch.inference_mode():
         assert changed["sequence"] == decode(torch.zeros(1, 10, 100, 100))[0][0]
+    # load_state_dict and a replaced decoder recompute it too; a caller's edit stays its own
+    model.load_state_dict(load_checkpoint(checkpoint.path).model.state_dict())
+    si.run_image(model, image)["empty_map"]["sequence"].append(99)
+    assert len(zeros_decoded) == 3
+    assert si.run_image(model, image)["empty_map"]["sequence"] == first["sequence"]
+    assert len(zeros_decoded) == 3
+    model.decoder = load_checkpoint(checkpoint.path).model.decoder.eval()
+    si.run_image(model, image)
+    assert len(zeros_decoded) == 4
 
 
 def test_run_image_needs_the_model_size(model):

@@ -150,3 +150,24 @@ def test_every_shipped_config_builds_a_train_config_and_its_model(path):
     config = build_train_config(read_config_file(path))
     assert config.out and config.batch_size >= 1
     SparlingModel(config.model)
+
+
+def test_resume_compares_settings_an_older_checkpoint_lacks_with_their_defaults(tmp_path):
+    """A run saved before a model setting existed had that setting's default: resuming it
+    with the default works, with another value is a one-line CheckpointError naming it
+    (not a state_dict error from deep inside torch)."""
+    from sparling_core.checkpoint import CheckpointError
+
+    out = tmp_path / "run"
+    base = dict(out=str(out), batch_size=4, val_every=8, val_size=4, bf16=False,
+                channels_last=False, threads=1)
+    model = {**tiny_config().to_dict(), "decoder": "points"}
+    train(TrainConfig(model=model, max_samples=8, **base), progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["model"]["point_encoder"]  # as written before the setting existed
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match="point_encoder: saved 'set', now 'relative'"):
+        train(TrainConfig(model={**model, "point_encoder": "relative"}, max_samples=16,
+                          **base), resume=True, progress=False)
+    train(TrainConfig(model=model, max_samples=16, **base), resume=True, progress=False)
+    assert load_train_state(out)["samples_seen"] == 16

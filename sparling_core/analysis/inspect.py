@@ -224,22 +224,24 @@ def empty_decode(model: SparlingModel, like: torch.Tensor) -> tuple[list[int], l
     """The decoder's answer (sequence, per-token probabilities) for an all-zero map shaped
     like one map of `like` (N, C, H, W): the baseline every decode is compared with. It
     depends on the decoder's weights only, so it is computed once per model and kept while
-    those weights, the map's shape, dtype and device stay the same (an in-place change to
-    any decoder weight, as an optimizer step makes, bumps its version and recomputes it).
-    Call under inference mode, with the model in eval mode."""
+    the decoder's weight tensors (identity, storage and version counter), the map's shape,
+    dtype and device stay the same: `load_state_dict`, a new decoder, `p.data = ...` and an
+    in-place update that autograd sees (torch's default Adam step) all recompute it. A
+    fused optimizer step writes without bumping the version counter: after training with
+    one in the same process, call `_EMPTY_DECODES.pop(model, None)`. Call under inference
+    mode, with the model in eval mode. Returns fresh lists (a caller may change them)."""
     try:
-        versions = tuple(p._version for p in model.decoder.parameters())
+        versions = tuple((id(p), p.data_ptr(), p._version) for p in model.decoder.parameters())
     except RuntimeError:  # weights made under inference mode keep no version: never cache
         versions = None
     key = (tuple(like.shape[1:]), like.dtype, like.device, versions)
     hit = _EMPTY_DECODES.get(model)
-    if versions is not None and hit is not None and hit[0] == key:
-        return hit[1]
-    sequences, probabilities = model.decode_motifs(torch.zeros_like(like[:1]))
-    value = (sequences[0], probabilities[0])
-    if versions is not None:
-        _EMPTY_DECODES[model] = (key, value)
-    return value
+    if versions is None or hit is None or hit[0] != key:
+        sequences, probabilities = model.decode_motifs(torch.zeros_like(like[:1]))
+        hit = (key, (tuple(sequences[0]), tuple(probabilities[0])))
+        if versions is not None:
+            _EMPTY_DECODES[model] = hit
+    return list(hit[1][0]), list(hit[1][1])
 
 
 def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,

@@ -396,8 +396,11 @@ def _check_resume(config: TrainConfig, saved: dict, out: Path) -> None:
     """CheckpointError (one line) when `config` cannot continue the run saved in `out`."""
     model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
     ours = config.model.to_dict()
-    wrong = [f"model.{k}: saved {model.get(k)!r}, now {v!r}" for k, v in ours.items()
-             if k in model and model[k] != v]
+    # a setting the saved config lacks was written before it existed: it had its default
+    defaults = ModelConfig().to_dict()
+    wrong = [f"model.{k}: saved {model.get(k, defaults.get(k))!r}, now {v!r}"
+             for k, v in ours.items()
+             if (model[k] if k in model else defaults.get(k, v)) != v]
     train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
     wrong += [f"{k}: saved {train[k]!r}, now {getattr(config, k)!r}" for k in RESUME_FIXED
               if k in train and train[k] != getattr(config, k)]

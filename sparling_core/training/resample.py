@@ -18,7 +18,8 @@ sparse autoencoders:
   all, and so explains no token (`channel_selectivity`: the best AUC, over tokens, of the
   channel's strongest sparse activation in an image as a predictor of that token's
   presence in the label; about 0.5 for such a channel, near 1 for a channel on one digit;
-  labels only). `find_unselective` names the channels below a minimum, which the trainer
+  labels only; tokens seen in fewer than 5 images, or missing from fewer, are not scored).
+  `find_unselective` names the channels below a minimum, which the trainer
   resamples like duplicates when asked to (`TrainConfig.resample_unselective`);
 - the channel with fewer activations is resampled (`resample_channels`): its rows of the
   motif model's last conv get a fresh default initialisation, its BatchNorm statistics
@@ -100,11 +101,15 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
         reduction="none").mean(0)
 
 
-def selectivity(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def selectivity(scores: torch.Tensor, targets: torch.Tensor, min_count: int = 5
+                ) -> torch.Tensor:
     """scores (N, C), targets (N, V) in {0, 1} -> (C,): per column of `scores`, the largest
-    over tokens of the ROC AUC of that score for the token's presence (ties count half, as
-    in the Mann-Whitney U statistic). Tokens present in every image or in none are skipped;
-    0.5 where no token is left. A constant score (a silent channel) gives 0.5."""
+    over tokens of max(AUC, 1 - AUC), with AUC the ROC AUC of that score for the token's
+    presence (ties count half, as in the Mann-Whitney U statistic): 1 for a score that
+    separates some token's images from the others (firing with it or without it), 0.5 for
+    one that separates none. Only tokens present in at least `min_count` images and absent
+    from at least `min_count` are scored (an AUC from a couple of images is noise); NaN
+    ("unknown") where no token qualifies. A constant score (a silent channel) gives 0.5."""
     if scores.dim() != 2 or targets.dim() != 2 or scores.shape[0] != targets.shape[0]:
         raise ValueError(f"scores (N, C) and targets (N, V) must share N, got "
                          f"{tuple(scores.shape)} and {tuple(targets.shape)}")
@@ -112,9 +117,9 @@ def selectivity(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     t = targets.double().cpu()
     n = s.shape[0]
     positives = t.sum(0)  # (V,)
-    usable = (positives > 0) & (positives < n)
+    usable = (positives >= min_count) & (n - positives >= min_count)
     if not bool(usable.any()):
-        return torch.full((s.shape[1],), 0.5)
+        return torch.full((s.shape[1],), float("nan"))
     t, positives = t[:, usable], positives[usable]
     negatives = n - positives
     # average ranks per column (1-based), ties sharing the mean of their ranks
@@ -129,7 +134,7 @@ def selectivity(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ranks[order[:, c], c] = mean_rank[inverse]
     rank_sums = ranks.T @ t  # (C, V): the positives' rank sums
     auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
-    return auc.max(dim=1).values.float()
+    return torch.maximum(auc, 1 - auc).max(dim=1).values.float()
 
 
 @torch.no_grad()
@@ -152,9 +157,10 @@ def channel_selectivity(model: SparlingModel, images: torch.Tensor, labels: list
 def find_unselective(scores: torch.Tensor, minimum: float,
                      exclude: frozenset[int] | set[int] = frozenset()) -> list[int]:
     """Channels whose selectivity (`channel_selectivity`) is below `minimum`, least
-    selective first; `exclude`d channels (say, fresh ones still learning) never."""
+    selective first; `exclude`d channels (say, fresh ones still learning) and unknown (NaN)
+    scores never."""
     return [c for c in scores.argsort().tolist()
-            if float(scores[c]) < minimum and c not in exclude]
+            if float(scores[c]) < minimum and c not in exclude]  # NaN < x is False
 
 
 def find_duplicates(active: torch.Tensor, radius: int = 4, threshold: float = 0.5,
