@@ -4,6 +4,7 @@
 #
 #   scripts/folder_run.sh [DATA_DIR] [RUN_DIR]      (defaults: data/dc-folder, runs/mt-folder)
 #   N_TRAIN=100000 N_VAL=500 N_TEST=10000 THREADS=2 MAX_MINUTES=140 scripts/folder_run.sh
+#   CONFIG=configs/digit-circle-mt-trunk-unselective.json scripts/folder_run.sh   (another recipe)
 #
 # DATA_DIR/train holds N_TRAIN training images (DigitCircle's train seeds from 0) and N_VAL
 # validation images (its val seeds), every line marked with its split; DATA_DIR/test holds
@@ -22,6 +23,7 @@ N_VAL="${N_VAL:-500}"
 N_TEST="${N_TEST:-10000}"
 THREADS="${THREADS:-2}"
 MAX_MINUTES="${MAX_MINUTES:-140}"
+CONFIG="${CONFIG:-configs/digit-circle-mt.json}"
 
 if ! [ -x "$SPARLING" ] && ! command -v "$SPARLING" >/dev/null 2>&1; then
     echo "error: no sparling command at '$SPARLING'; install first (README) or set SPARLING" >&2
@@ -47,6 +49,6 @@ if ! [ -f "$DATA/test/labels.jsonl" ]; then
         --no-progress --out "$DATA/test"
 fi
 
-"$SPARLING" train --config configs/digit-circle-mt.json --data "$DATA/train" --out "$RUN" \
+"$SPARLING" train --config "$CONFIG" --data "$DATA/train" --out "$RUN" \
     --resume --threads "$THREADS" --max-minutes "$MAX_MINUTES" --no-progress
 "$SPARLING" evaluate "$RUN" --data "$DATA/test" --split test --json "$RUN/eval-folder.json"

@@ -547,3 +547,10 @@ def test_folder_run_script_exports_trains_and_evaluates(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert (data / "train/labels.jsonl").stat().st_mtime_ns == stamp  # exports kept
     assert "resumed" in again.stderr
+    # CONFIG picks another recipe
+    other = tmp_path / "run-trunk"
+    done = subprocess.run(["bash", str(root / "scripts/folder_run.sh"), str(data), str(other)],
+                          env={**env, "CONFIG": str(root / "configs/digit-circle-mt-trunk.json")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((other / "config.json").read_text())["model"]["trunk_presence_weight"] == 1
