@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 
 from ..models.sparling import MotifDecoder, SparlingModel, presence_targets
@@ -123,15 +124,7 @@ def selectivity(scores: torch.Tensor, targets: torch.Tensor, min_count: int = 5
     t, positives = t[:, usable], positives[usable]
     negatives = n - positives
     # average ranks per column (1-based), ties sharing the mean of their ranks
-    order = s.argsort(0)
-    sorted_s = s.gather(0, order)
-    ranks = torch.empty_like(s)
-    for c in range(s.shape[1]):
-        _, inverse, counts = torch.unique_consecutive(sorted_s[:, c], return_inverse=True,
-                                                      return_counts=True)
-        ends = counts.cumsum(0).double()
-        mean_rank = ends - (counts.double() - 1) / 2
-        ranks[order[:, c], c] = mean_rank[inverse]
+    ranks = torch.from_numpy(rankdata(s.numpy(), method="average", axis=0))
     rank_sums = ranks.T @ t  # (C, V): the positives' rank sums
     auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
     return torch.maximum(auc, 1 - auc).max(dim=1).values.float()
