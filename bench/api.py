@@ -3,6 +3,7 @@ next to the bare in-process forward (`model.generate`) in the same run.
 
     .venv/bin/python bench/api.py                      # checkpoints/digit-circle-mt if present
     .venv/bin/python bench/api.py --checkpoint PATH --requests 200
+    OMP_NUM_THREADS=1 .venv/bin/python bench/api.py --workers 2   # 2 replicas, 1 thread each
 
 Starts uvicorn on 127.0.0.1 (a free port) serving only the given checkpoint, waits for
 /v1/ready, measures, stops it. Without a checkpoint it builds a tiny untrained model whose
@@ -13,6 +14,8 @@ requests at concurrency 1 alternate, and the throughput levels take turns over s
 rounds, so that the compared numbers share whatever else the machine is doing. Thread
 settings come from the environment for both the bare forward and the server (e.g.
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE on a machine that is busy with something else).
+`--workers N` serves through N uvicorn worker processes (the README's replicas on one
+machine); server CPU is then summed over the workers.
 """
 
 from __future__ import annotations
@@ -62,11 +65,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def start_api(checkpoints: Path, port: int, log: Path) -> subprocess.Popen:
+def start_api(checkpoints: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
     env = {"SPARLING_CHECKPOINTS": str(checkpoints), "SPARLING_MAX_UPLOAD_BYTES": "20000000",
            "SPARLING_API_KEY": ""}  # empty = no key
     command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     try:
         return start_server(command, env, log, port, timeout=120)
     except RuntimeError as e:
@@ -95,13 +100,37 @@ def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict
     return bare, http, cpu
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, all its threads (Linux /proc; None elsewhere)."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its live children (uvicorn's workers), all
+    their threads (Linux /proc; None elsewhere)."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (child := _stat(int(entry.name))) and child[1] == str(pid):
+            total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int, timeout: float = 180.0) -> None:
+    """Until the server's processes use under 5% of a core over a second (the workers that
+    /v1/ready did not hear from have loaded their checkpoints too)."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now is None or now - last < 0.05:
+            return
+        last = now
 
 
 def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
@@ -141,6 +170,9 @@ def main() -> None:
                              "(`--requests` requests each), so that they share the "
                              "background load; ratios are the median over rounds")
     parser.add_argument("--seed", type=int, default=dc.TEST_SEEDS_START)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="uvicorn worker processes (replicas on this machine); set "
+                             "OMP_NUM_THREADS so that workers x threads <= cores")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sparling-bench-") as tmp:
@@ -165,17 +197,20 @@ def main() -> None:
         json_request = {"json": {"image": image.tolist()}}
         print(f"checkpoint {checkpoint} ({ck.model.num_parameters():,} parameters), "
               f"image seed {args.seed}, torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, {args.workers} server worker(s)")
 
         motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
         n_active = int(ck.model.bottleneck.active(motifs).sum())
-        proc = start_api(served, port, tmp / "uvicorn.log")
+        proc = start_api(served, port, tmp / "uvicorn.log", args.workers)
         levels = [int(x) for x in args.concurrency.split(",")]
         loads: dict[int, list] = {c: [[], 0.0] for c in levels}
         round_rps: list[dict[int, float]] = []
         server_cpu: dict[int, float] = {c: 0.0 for c in levels}
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
+            if args.workers > 1:  # every worker loaded and warm, not only the first one
+                wait_until_idle(proc.pid)
+                run_load(url, json_request, 10 * args.workers, 4 * args.workers)
             before = cpu_seconds(proc.pid)
             bare, http, bare_cpu = interleaved(ck.model, image, url, json_request,
                                                args.requests)

@@ -1,5 +1,6 @@
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from helpers import tiny_config
 
 from sparling_core.analysis.evaluate import evaluate
 from sparling_core.checkpoint import load_checkpoint, load_train_state
-from sparling_core.training.loop import TrainConfig, train
+from sparling_core.training.loop import TrainConfig, learning_rate, train
 
 
 def _config(out, **kw) -> TrainConfig:
@@ -105,6 +106,36 @@ def test_finish_samples_hold_the_target_density(tmp_path, monkeypatch):
     assert ckpt.meta["samples_seen"] == 16 + 16  # target after two validations, then 16 more
     assert [h["lowered"] for h in ckpt.history] == [True, True, False, False]
     assert abs(ckpt.model.density - 0.5 * 0.75**2) < 1e-12
+
+
+def test_learning_rate_follows_a_cosine_over_the_finish_phase():
+    cfg = TrainConfig(lr=2e-3, finish_samples=100, finish_lr=0.1)
+    assert learning_rate(cfg, 5_000, None) == 2e-3  # not at the target yet
+    assert learning_rate(cfg, 1_000, 1_000) == pytest.approx(2e-3)
+    assert learning_rate(cfg, 1_050, 1_000) == pytest.approx(2e-3 * 0.55)
+    assert learning_rate(cfg, 1_100, 1_000) == pytest.approx(2e-4)
+    assert learning_rate(cfg, 1_500, 1_000) == pytest.approx(2e-4)  # held past the end
+    assert learning_rate(TrainConfig(lr=2e-3, finish_samples=100), 1_050, 1_000) == 2e-3
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="finish_lr"):
+            TrainConfig(finish_lr=bad)
+
+
+def test_finish_lr_reaches_the_optimizer_during_the_finish_phase(tmp_path, monkeypatch):
+    train_module = importlib.import_module("sparling_core.training.loop")
+    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3, lr=1e-3,
+                  max_samples=400, target_density=0.5 * 0.75**2, finish_samples=16,
+                  finish_lr=0.1)
+    out = train(cfg, progress=False)
+    rates = [h["lr"] for h in load_checkpoint(out).history]
+    # the target is reached at 16 samples; the last steps before the validations at 24 and
+    # 32 start at 20 and 28 samples: a quarter and three quarters through the finish
+    quarter = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))
+    three_quarters = 0.1 + 0.9 * 0.5 * (1 + math.cos(3 * math.pi / 4))
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3 * quarter, 1e-3 * three_quarters])
+    saved = load_train_state(out)["optimizer"]["param_groups"][0]["lr"]
+    assert saved == pytest.approx(1e-3 * three_quarters)
 
 
 def test_bf16_auto_follows_the_hardware(monkeypatch):

@@ -87,6 +87,10 @@ class TrainConfig:
     multiplier: float = 0.75
     target_density: float = PAPER_DENSITY  # stop once the schedule reaches it
     finish_samples: int = 0  # further training at the target density before stopping
+    # None: the learning rate stays `lr` throughout. A number f in (0, 1]: over the
+    # finish_samples at the target density the rate follows a cosine from lr down to f * lr
+    # (a resample, which restarts the finish count, restarts it at lr).
+    finish_lr: float | None = None
     # Duplicate-channel resampling (sparling_core/training/resample.py): at validations once the
     # density is <= resample_below_density, re-initialise one of any two channels that fire
     # together (>= resample_threshold of each one's activations within resample_radius px
@@ -151,6 +155,8 @@ class TrainConfig:
                              "chance)")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.finish_lr is not None and not 0 < self.finish_lr <= 1:
+            raise ValueError("finish_lr must be in (0, 1] (a fraction of lr), or null")
 
     def _check_types(self) -> None:
         """Each field has its annotated type: an int is an int (not a float or a bool), a
@@ -392,6 +398,16 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
 RESUME_FIXED = ("batch_size", "schedule", "seed")
 
 
+def learning_rate(config: TrainConfig, samples_seen: int, finish_from: int | None) -> float:
+    """The rate for the next step: `lr`, or within the finish phase (`finish_from` is where
+    it began) a cosine from lr to finish_lr * lr over finish_samples."""
+    if config.finish_lr is None or finish_from is None or config.finish_samples <= 0:
+        return config.lr
+    progress = min(max((samples_seen - finish_from) / config.finish_samples, 0.0), 1.0)
+    floor = config.finish_lr
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def _check_resume(config: TrainConfig, saved: dict, out: Path) -> None:
     """CheckpointError (one line) when `config` cannot continue the run saved in `out`."""
     model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
@@ -557,6 +573,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             raise FloatingPointError(f"loss became {step_losses[0]} at {samples_seen} samples")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, samples_seen, finish_from)
         optimizer.step()
         samples_seen += config.batch_size
         losses.append(step_losses)
@@ -611,6 +629,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 "accuracy": accuracy, "density": schedule.density,
                 "realised_density": realised, "threshold": getattr(schedule, "threshold", None),
                 "lowered": lowered, "resampled": [list(p) for p in resampled],
+                "lr": optimizer.param_groups[0]["lr"],
                 "wall_s": round(elapsed, 1),
                 "samples_per_s": round((samples_seen - start_samples) / max(elapsed, 1e-9), 1),
             }
