@@ -121,8 +121,9 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def wait_until_idle(pid: int, timeout: float = 180.0) -> None:
-    """Until the server's processes use under 5% of a core over a second (the workers that
-    /v1/ready did not hear from have loaded their checkpoints too)."""
+    """Until the server's processes use under 5% of a core over a second: its background
+    work (channel summaries) is done, and the workers that /v1/ready did not hear from have
+    loaded their checkpoints too."""
     deadline = time.monotonic() + timeout
     last = cpu_seconds(pid)
     while last is not None and time.monotonic() < deadline:
@@ -208,8 +209,10 @@ def main() -> None:
         server_cpu: dict[int, float] = {c: 0.0 for c in levels}
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
-            if args.workers > 1:  # every worker loaded and warm, not only the first one
-                wait_until_idle(proc.pid)
+            # the server precomputes channel summaries in the background after it is ready,
+            # and with --workers only the first worker has answered: wait until all is quiet
+            wait_until_idle(proc.pid)
+            if args.workers > 1:  # every worker warm, not only the first one
                 run_load(url, json_request, 10 * args.workers, 4 * args.workers)
             before = cpu_seconds(proc.pid)
             bare, http, bare_cpu = interleaved(ck.model, image, url, json_request,
