@@ -87,6 +87,16 @@ class ModelList(BaseModel):
     errors: dict[str, str] = Field(description="checkpoint folder -> why it did not load")
 
 
+class Serving(BaseModel):
+    """The request batcher of one model in this server process (each replica has its own)."""
+    forwards: int = Field(description="batched forwards run")
+    images: int = Field(description="single-image requests answered by them")
+    largest: int = Field(description="the largest batch")
+    mean_batch: float | None = Field(description="images / forwards (null before the first)")
+    max_batch: int = Field(description="SPARLING_BATCH_MAX (1: batching off)")
+    max_wait_ms: float = Field(description="SPARLING_BATCH_WAIT_MS")
+
+
 class ModelDetail(BaseModel):
     id: str
     config: dict[str, Any] = Field(description="the model config (ModelConfig)")
@@ -102,6 +112,7 @@ class ModelDetail(BaseModel):
         description="channel -> symbol from the evaluation (several channels may share one "
                     "symbol when many-to-one)")
     confusion: list[list[int]] | None = Field(description="rows: true symbol, columns: channel")
+    serving: Serving = Field(description="this process's request batcher since start")
 
 
 class History(BaseModel):

@@ -134,6 +134,13 @@ def wait_until_idle(pid: int, timeout: float = 180.0) -> None:
         last = now
 
 
+def served_images(detail_url: str) -> tuple[int, int]:
+    """(forwards, images) of the model's request batcher, from GET /v1/models/{id} (with
+    several workers: of whichever worker answers)."""
+    serving = httpx.get(detail_url, timeout=60).raise_for_status().json()["serving"]
+    return serving["forwards"], serving["images"]
+
+
 def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
     """n requests over `concurrency` keep-alive clients: latencies, wall time, bytes of one."""
     latencies: list[float] = []
@@ -207,6 +214,8 @@ def main() -> None:
         loads: dict[int, list] = {c: [[], 0.0] for c in levels}
         round_rps: list[dict[int, float]] = []
         server_cpu: dict[int, float] = {c: 0.0 for c in levels}
+        batches: dict[int, list[int]] = {c: [0, 0] for c in levels}  # forwards, images
+        detail_url = f"http://127.0.0.1:{port}/v1/models/{model_id}"
         try:
             run_load(url, json_request, 10, 1)  # warm the server (first requests are slow)
             # the server precomputes channel summaries in the background after it is ready,
@@ -225,8 +234,12 @@ def main() -> None:
                 round_rps.append({})
                 for c in levels:
                     before = cpu_seconds(proc.pid)
+                    served = served_images(detail_url)
                     lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
                     after = cpu_seconds(proc.pid)
+                    now = served_images(detail_url)
+                    batches[c][0] += now[0] - served[0]
+                    batches[c][1] += now[1] - served[1]
                     if before is not None and after is not None:
                         server_cpu[c] += after - before
                     loads[c][0] += lat
@@ -269,6 +282,10 @@ def main() -> None:
                   f"{per_request[8] * 1e3:.1f} ms: capacity c=8 / c=1 "
                   f"{per_request[1] / per_request[8]:.2f}x (what throughput would gain with "
                   "the cores to itself; CPU time does not count waiting for a busy core)")
+        if args.workers == 1:
+            print("mean batch in the server: " + ", ".join(
+                f"c={c} {images / forwards:.2f} ({images} images in {forwards} forwards)"
+                for c, (forwards, images) in batches.items() if forwards))
         ratios = [r[8] / r[1] for r in round_rps]
         print(f"throughput c=8 / c=1: {float(np.median(ratios)):.2f}x median of "
               f"{len(ratios)} rounds ({', '.join(f'{x:.2f}' for x in ratios)}); concurrent "

@@ -191,6 +191,18 @@ def test_model_detail(client, tiny):
     assert nan["metrics"]["fpe"] is None and nan["metrics"]["ce"] is None
 
 
+def test_model_detail_counts_batched_forwards(client):
+    before = client.get("/v1/models/no-metrics").json()["serving"]
+    assert before["max_batch"] >= 1 and before["max_wait_ms"] >= 0
+    for _ in range(2):
+        r = client.post("/v1/models/no-metrics/activations", json={"image": image_json()})
+        assert r.status_code == 200
+    after = client.get("/v1/models/no-metrics").json()["serving"]
+    assert after["images"] == before["images"] + 2
+    assert after["forwards"] == before["forwards"] + 2  # one after the other: batches of 1
+    assert after["largest"] >= 1 and after["mean_batch"] == after["images"] / after["forwards"]
+
+
 def test_history(client, tiny):
     r = client.get("/v1/models/tiny/history")
     assert r.status_code == 200

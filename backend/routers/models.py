@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..deps import ModelDep, SettingsDep, StoreDep
-from ..schemas import History, MetricsSummary, ModelDetail, ModelList, ModelSummary
+from ..schemas import History, MetricsSummary, ModelDetail, ModelList, ModelSummary, Serving
 from ..store import LoadedModel
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -68,7 +68,16 @@ def model_detail(loaded: ModelDep) -> ModelDetail:
         assignment=None if assignment is None else {
             str(c): symbols[d] for c, d in sorted(assignment.items())},
         confusion=confusion if _is_table(confusion) else None,
+        serving=_serving(loaded),
     )
+
+
+def _serving(loaded: LoadedModel) -> Serving:
+    batcher = loaded.batcher
+    stats = batcher.stats
+    return Serving(forwards=stats.forwards, images=stats.images, largest=stats.largest,
+                   mean_batch=stats.images / stats.forwards if stats.forwards else None,
+                   max_batch=batcher.max_batch, max_wait_ms=batcher.max_wait_s * 1000)
 
 
 def _is_table(value: Any) -> bool:
