@@ -1,12 +1,19 @@
 """Request batching: concurrent single-image requests to one model share one forward.
 
-Each loaded model has a `Batcher`. A request thread `submit`s its prepared image. If no
-other request is running forwards, it runs them itself: what is queued (up to
-`max_batch`), and when requests are arriving together (more than one queued now, or the
-last batch had more than one) what arrives within `max_wait_s`, as one batch under the
-model's lock, until its own answer is in; then a waiting request takes over. The others
-wait for their answers. A lone request runs at once in its own thread: nothing is handed
-to another thread.
+Each loaded model has a `Batcher` with one compute thread of its own. A request thread
+`submit`s its prepared image and waits for its answer. The compute thread takes what is
+queued (up to `max_batch`), and when requests are arriving together (more than one queued
+now, or the last batch had more than one) what arrives within `max_wait_s`, and runs it as
+one batch under the model's lock. A lone request is run at once: the hand-over costs a
+thread wake-up (tens of microseconds).
+
+Why one thread: torch's CPU kernels run on OpenMP, and every thread that calls into torch
+gets its own OpenMP team, thread-local caches and allocator arena. When any request thread
+could run the forwards (an earlier design: the first waiting request led), each of the
+server's pool threads built its own team, and a lone request that landed on a thread that
+had not run a forward lately was up to 2x slower than the bare forward for the next
+seconds (measured with bench/api.py: c=1 right after c=8 at 20 req/s against 40-50
+otherwise). One compute thread keeps one warm team.
 
 What is shared is the decoder: it costs about the same for 1 map as for 4 or 8 (per-call
 and per-step overhead of a small transformer decoding 7 steps), more than half of a lone
@@ -20,10 +27,8 @@ is computed as for a lone image, and the decoder runs in fixed chunks of
 SPARLING_BATCH_CHUNK maps (`run_images(..., decode_batch=...)`, the last chunk padded with
 empty maps), so its matrix multiplies have the same shapes whatever an image is batched
 with (with several threads a multiply splits its sums by its shape; torch also picks the
-convolution kernel by the batch size, hence one image at a time). Padding costs a lone
-request a few ms of ~35 (measured at concurrency 1 over HTTP: 1.04-1.12x the bare forward
-with chunks of 4 or 8). A batch that fails is retried one image at a time, so one bad image
-fails only itself.
+convolution kernel by the batch size, hence one image at a time). A batch that fails is
+retried one image at a time, so one bad image fails only itself.
 
 Settings (environment): SPARLING_BATCH_MAX (default 8; 1 turns batching off),
 SPARLING_BATCH_WAIT_MS (default 2), SPARLING_BATCH_CHUNK (default 8: the decoder's fixed
@@ -50,7 +55,7 @@ __all__ = ["Batcher", "BatchStats"]
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[..., Any]  # run(fn, *args, **kwargs) -> fn(model, *args, **kwargs) (locked)
+Runner = Callable[..., Any]  # run(fn, images, dense, **kw) -> fn(model, images, dense, **kw)
 
 
 @dataclass
@@ -84,10 +89,10 @@ class Batcher:
         self._run = run
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
-        self._leading = False  # a request thread is running forwards for everyone
         self._closed = False
         self._last_size = 0
         self._pending = 0  # submitted, not yet answered
+        self._thread: threading.Thread | None = None  # the compute thread, started on demand
 
     def pending(self) -> int:
         """Requests submitted and not yet answered (queued or in a running forward)."""
@@ -95,44 +100,47 @@ class Batcher:
             return self._pending
 
     def submit(self, image: np.ndarray, dense: bool = False) -> dict:
-        """The `run_images` result of one prepared (H, W) image; blocks until it is done.
-
-        No thread of its own: the first request that finds nobody running forwards runs
-        them (its own and whatever queued meanwhile) until its answer is in, then hands
-        over to a waiting request. A lone request so runs its forward itself, at once."""
+        """The `run_images` result of one prepared (H, W) image; blocks until it is done
+        (run by this batcher's compute thread, possibly together with other requests)."""
         item = _Item(np.asarray(image, dtype=np.float32), bool(dense))
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name=f"batcher-{self.name}")
+                self._thread.start()
             self._queue.append(item)
             self._pending += 1
             self._cond.notify_all()
         try:
-            with self._cond:
-                while self._leading and not item.future.done():
-                    self._cond.wait()
-                lead = not item.future.done()
-                if lead:
-                    self._leading = True
-            if lead:
-                try:
-                    while not item.future.done():
-                        self._execute(self._collect())
-                        with self._cond:
-                            self._cond.notify_all()  # answers are in
-                finally:
-                    with self._cond:
-                        self._leading = False
-                        self._cond.notify_all()  # the next waiting request leads
             return item.future.result()
         finally:
             with self._cond:
                 self._pending -= 1
 
     def close(self) -> None:
-        """Refuse new requests (those submitted are answered)."""
+        """Refuse new requests; those submitted are answered, then the compute thread ends."""
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:  # closed and drained
+                    return
+            batch = self._collect()
+            try:
+                self._execute(batch)
+            except BaseException as e:  # never leave a request waiting forever
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                if not isinstance(e, Exception):
+                    raise
 
     def _take(self, batch: list[_Item]) -> None:
         while self._queue and len(batch) < self.max_batch:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +80,7 @@ class LoadedModel:
     max_response_values: int | None = None  # SPARLING_MAX_RESPONSE_VALUES, set at start-up
 
     def __post_init__(self) -> None:
-        self.batcher = Batcher(self.run, name=self.id)
+        self.batcher = Batcher(self.run_each, name=self.id)
 
     @property
     def model(self) -> SparlingModel:
@@ -99,23 +99,45 @@ class LoadedModel:
                                 len(self.domain.symbols))
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """fn(model, *args, **kwargs) under this model's lock. ResponseTooLarge (413) when
-        the result would carry more than `max_response_values` numbers: dense maps are
-        refused before they are computed, anything else before it is serialised."""
+        """fn(model, *args, **kwargs) under this model's lock; its whole result is one
+        response. ResponseTooLarge (413) when that would carry more than
+        `max_response_values` numbers: dense maps are refused before they are computed,
+        anything else before it is serialised."""
         cap = self.max_response_values
         if cap is not None and fn is _inspect.run_images:
             images = args[0] if args else kwargs["images"]
             dense = args[1] if len(args) > 1 else kwargs.get("dense", False)
-            if dense:
-                values = len(images) * self.checkpoint.config.motif_channels * len(images[0]) \
-                    * len(images[0][0])
-                if values > cap:
-                    raise ResponseTooLarge(_too_many(values, cap, "dense maps"))
+            flags = [dense] * len(images) if isinstance(dense, bool) else list(dense)
+            self._check_dense(sum(map(bool, flags)), images, cap)
         with self.lock:
             result = fn(self.model, *args, **kwargs)
         if cap is not None and (count := count_values(result, cap)) > cap:
             raise ResponseTooLarge(_too_many(count, cap, "this result"))
         return result
+
+    def run_each(self, fn: Callable[..., list[T]], images: Sequence, dense: Sequence[bool],
+                 **kwargs) -> list[T]:
+        """fn(model, images, dense, **kwargs) under this model's lock, for the request
+        batcher: one result per image, each its own response, so `max_response_values`
+        applies to each result (a batch of 8 small answers is not one large one)."""
+        cap = self.max_response_values
+        if cap is not None and any(dense):
+            self._check_dense(1, images, cap)
+        with self.lock:
+            results = fn(self.model, images, dense, **kwargs)
+        if cap is not None:
+            for result in results:
+                if (count := count_values(result, cap)) > cap:
+                    raise ResponseTooLarge(_too_many(count, cap, "this result"))
+        return results
+
+    def _check_dense(self, n_dense: int, images: Sequence, cap: int) -> None:
+        """ResponseTooLarge before computing when n_dense dense maps exceed the cap."""
+        if n_dense:
+            values = (n_dense * self.checkpoint.config.motif_channels * len(images[0])
+                      * len(images[0][0]))
+            if values > cap:
+                raise ResponseTooLarge(_too_many(values, cap, "dense maps"))
 
     def _claim_summaries(self, n: int) -> tuple[Future, bool]:
         """The future of this model's channel summaries, and whether the caller created it

@@ -20,8 +20,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from helpers import shared_tiny_checkpoint  # noqa: E402
 
 from backend.batching import Batcher  # noqa: E402
+from backend.errors import ResponseTooLarge  # noqa: E402
 from backend.process import free_port, start_server, stop_server  # noqa: E402
-from backend.store import ModelStore  # noqa: E402
+from backend.store import ModelStore, count_values  # noqa: E402
 from sparling_core.analysis.inspect import run_images  # noqa: E402
 from sparling_core.domains import digit_circle as dc  # noqa: E402
 
@@ -120,6 +121,34 @@ def test_batch_limits_and_a_bad_image_fails_alone(loaded):
         batcher.submit(images[0])
 
 
+def test_the_response_cap_applies_to_each_batched_answer(loaded):
+    """The server's cap on the values of one response (SPARLING_MAX_RESPONSE_VALUES) holds
+    for each request of a batch, not for the batch: a batch of small answers is not one
+    large answer. (It once counted every image of a batch as asking for its dense map, so
+    every batch failed and was retried one image at a time: no batching over HTTP.)"""
+    images = _images(4)
+    dense = [True, False, True, False]
+    alone = [loaded.batcher.submit(image, d) for image, d in zip(images, dense, strict=True)]
+    loaded.max_response_values = max(count_values(r, 10**9) for r in alone)  # one fits
+    config = loaded.checkpoint.config
+    assert 2 * config.motif_channels * images[0].size > loaded.max_response_values
+    stats = loaded.batcher.stats
+    forwards = stats.forwards
+    with loaded.lock:
+        results: list = []
+        runner = threading.Thread(target=lambda: results.extend(
+            _concurrently(loaded.batcher.submit, list(zip(images, dense, strict=True)))))
+        runner.start()
+        _wait_for(lambda: loaded.batcher.pending() == 4)
+    runner.join(60)
+    assert results == alone
+    assert stats.forwards - forwards <= 2 and stats.largest >= 2
+    loaded.max_response_values = config.motif_channels * images[0].size - 1
+    with pytest.raises(ResponseTooLarge, match="dense maps"):
+        loaded.batcher.submit(images[0], True)
+    assert loaded.batcher.submit(images[0], False) == {**alone[0], "dense": None}  # sparse: fits
+
+
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory):
     port = free_port()
@@ -133,7 +162,8 @@ def server(checkpoints, tmp_path_factory):
         yield f"http://127.0.0.1:{port}/v1/models/tiny/activations"
     finally:
         stop_server(proc)
-    assert "Traceback" not in log.read_text(), log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and "failed" not in text, text  # no batch was retried
 
 
 def test_concurrent_http_requests_equal_alone(server):
