@@ -25,7 +25,7 @@ caches); a lone request costs ~32 ms.
 Results are the ones each image gets alone, bit for bit, by construction: every motif map
 is computed as for a lone image, and the decoder runs in fixed chunks of
 SPARLING_BATCH_CHUNK maps (`run_images(..., decode_batch=...)`, the last chunk padded with
-empty maps), so its matrix multiplies have the same shapes whatever an image is batched
+copies of its last map), so its matrix multiplies have the same shapes whatever an image is batched
 with (with several threads a multiply splits its sums by its shape; torch also picks the
 convolution kernel by the batch size, hence one image at a time). A batch that fails is
 retried one image at a time, so one bad image fails only itself.
@@ -106,10 +106,11 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name=f"batcher-{self.name}")
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._loop, daemon=True,
+                                          name=f"batcher-{self.name}")
+                thread.start()  # kept only once started: a failed start is retried
+                self._thread = thread
             self._queue.append(item)
             self._pending += 1
             self._cond.notify_all()
@@ -119,28 +120,41 @@ class Batcher:
             with self._cond:
                 self._pending -= 1
 
-    def close(self) -> None:
-        """Refuse new requests; those submitted are answered, then the compute thread ends."""
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests; those submitted are answered, then the compute thread ends
+        (waited for up to `timeout` seconds when given)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            thread = self._thread
+        if timeout is not None and thread is not None:
+            thread.join(timeout)
 
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:  # closed and drained
-                    return
-            batch = self._collect()
-            try:
-                self._execute(batch)
-            except BaseException as e:  # never leave a request waiting forever
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
-                if not isinstance(e, Exception):
-                    raise
+        batch: list[_Item] = []
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue:  # closed and drained
+                        return
+                batch = self._collect()
+                try:
+                    self._execute(batch)
+                except Exception as e:  # never leave a request waiting
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(e)
+        except BaseException as e:  # the thread dies (SystemExit, ...): fail what waits;
+            with self._cond:        # the next submit starts a new thread
+                waiting, self._queue = batch + list(self._queue), deque()
+                self._thread = None
+            error = RuntimeError(f"the batcher's compute thread stopped: {e!r}")
+            for item in waiting:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            raise
 
     def _take(self, batch: list[_Item]) -> None:
         while self._queue and len(batch) < self.max_batch:

@@ -108,7 +108,7 @@ class LoadedModel:
             images = args[0] if args else kwargs["images"]
             dense = args[1] if len(args) > 1 else kwargs.get("dense", False)
             flags = [dense] * len(images) if isinstance(dense, bool) else list(dense)
-            self._check_dense(sum(map(bool, flags)), images, cap)
+            self.check_dense(sum(map(bool, flags)), images, cap)
         with self.lock:
             result = fn(self.model, *args, **kwargs)
         if cap is not None and (count := count_values(result, cap)) > cap:
@@ -122,7 +122,7 @@ class LoadedModel:
         applies to each result (a batch of 8 small answers is not one large one)."""
         cap = self.max_response_values
         if cap is not None and any(dense):
-            self._check_dense(1, images, cap)
+            self.check_dense(1, images, cap)
         with self.lock:
             results = fn(self.model, images, dense, **kwargs)
         if cap is not None:
@@ -131,7 +131,7 @@ class LoadedModel:
                     raise ResponseTooLarge(_too_many(count, cap, "this result"))
         return results
 
-    def _check_dense(self, n_dense: int, images: Sequence, cap: int) -> None:
+    def check_dense(self, n_dense: int, images: Sequence, cap: int) -> None:
         """ResponseTooLarge before computing when n_dense dense maps exceed the cap."""
         if n_dense:
             values = (n_dense * self.checkpoint.config.motif_channels * len(images[0])
@@ -289,7 +289,8 @@ class ModelStore:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop computing channel summaries and wait (up to `timeout` s per thread) for the
-        threads doing it; each stops after the batch it is on."""
+        threads doing it; each stops after the batch it is on. Then close each model's
+        request batcher (requests already submitted are answered) and wait for its thread."""
         self._stopping.set()
         for loaded in self.models.values():
             loaded.stopping.set()
@@ -297,3 +298,5 @@ class ModelStore:
             self._precompute.join(timeout)
         for loaded in self.models.values():
             loaded.stop_summaries(timeout)
+        for loaded in self.models.values():
+            loaded.batcher.close(timeout)

@@ -149,6 +149,58 @@ def test_the_response_cap_applies_to_each_batched_answer(loaded):
     assert loaded.batcher.submit(images[0], False) == {**alone[0], "dense": None}  # sparse: fits
 
 
+def _echo(calls: list):
+    """A stub runner: one answer per image (its first pixel), no model."""
+    def run(fn, images, dense, **kwargs):
+        calls.append(len(images))
+        if calls[0] == "die":
+            raise SystemExit("stub")
+        return [{"first": float(image[0, 0]), "dense": d}
+                for image, d in zip(images, dense, strict=True)]
+    return run
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_compute_thread_fails_its_requests_and_is_replaced():
+    calls: list = ["die"]
+    batcher = Batcher(_echo(calls), max_batch=4, max_wait_s=0.0, name="stub")
+    try:
+        with pytest.raises(RuntimeError, match="compute thread stopped"):
+            batcher.submit(np.ones((2, 2), np.float32))  # answered, not left waiting
+        calls[0] = "ok"
+        assert batcher.submit(np.full((2, 2), 3.0, np.float32)) == {"first": 3.0, "dense": False}
+        assert batcher.pending() == 0
+    finally:
+        batcher.close(timeout=10)
+
+
+def test_close_drains_and_ends_the_thread_and_the_store_closes_its_batchers(checkpoints):
+    batcher = Batcher(_echo([None]), name="stub")
+    assert batcher.submit(np.zeros((2, 2), np.float32))["first"] == 0.0
+    thread = batcher._thread
+    batcher.close(timeout=10)
+    assert thread is not None and not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(np.zeros((2, 2), np.float32))
+    store = ModelStore.load(checkpoints)
+    model = store.get("tiny")
+    model.batcher.submit(_images(1)[0])
+    store.stop(timeout=30)
+    assert not model.batcher._thread.is_alive()
+
+
+def test_a_dense_request_over_the_cap_is_refused_before_it_joins_a_batch(loaded):
+    from backend.routers.activations import _run_one
+
+    image = _images(1)[0]
+    loaded.max_response_values = loaded.checkpoint.config.motif_channels * image.size - 1
+    forwards = loaded.batcher.stats.forwards
+    with pytest.raises(ResponseTooLarge, match="dense maps"):
+        _run_one(loaded, image, "none", True)
+    assert loaded.batcher.stats.forwards == forwards  # no forward, no failed batch
+    assert _run_one(loaded, image, "none", False)["dense"] is None
+
+
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory):
     port = free_port()

@@ -45,6 +45,8 @@ def _run_one(loaded: LoadedModel, image, fit: str, dense: bool) -> dict:
     """One image through the model's batcher: concurrent requests share a forward."""
     shape = loaded.checkpoint.config.image_shape
     prepared = prepare_image(image, shape, fit)
+    if dense and loaded.max_response_values is not None:  # 413 before it joins a batch
+        loaded.check_dense(1, [prepared], loaded.max_response_values)
     result = loaded.batcher.submit(prepared, dense)
     return {"model": loaded.id, **result,
             "warnings": _fit_warning(np.shape(image), shape, fit) + result.get("warnings", [])}
