@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,7 @@ __all__ = ["Batcher", "BatchStats"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Runner = Callable[..., Any]  # run(fn, images, dense, **kw) -> fn(model, images, dense, **kw)
 
 
@@ -62,6 +63,15 @@ Runner = Callable[..., Any]  # run(fn, images, dense, **kw) -> fn(model, images,
 class _Item:
     image: np.ndarray  # (H, W) float32, already prepared
     dense: bool
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _Call:
+    """Any other model work (`Batcher.call`): run alone, in queue order."""
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
     future: Future = field(default_factory=Future)
 
 
@@ -87,7 +97,7 @@ class Batcher:
         self.name = name
         self.stats = BatchStats()
         self._run = run
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Item | _Call] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._last_size = 0
@@ -102,7 +112,18 @@ class Batcher:
     def submit(self, image: np.ndarray, dense: bool = False) -> dict:
         """The `run_images` result of one prepared (H, W) image; blocks until it is done
         (run by this batcher's compute thread, possibly together with other requests)."""
-        item = _Item(np.asarray(image, dtype=np.float32), bool(dense))
+        return self._wait(self._enqueue(_Item(np.asarray(image, dtype=np.float32), bool(dense))))
+
+    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """fn(*args, **kwargs) on this batcher's compute thread, alone, between batches;
+        blocks until it is done. All of a model's torch work should run on that one thread:
+        every thread that calls into torch gets an OpenMP team of its own, and with more
+        OpenMP threads than cores libgomp stops spinning between parallel regions, after
+        which the decoder's many small ops wait for futex wake-ups (a lone request took
+        44-54 ms instead of 26 after one /activations/batch call had run in a pool thread)."""
+        return self._wait(self._enqueue(_Call(fn, args, kwargs)))
+
+    def _enqueue(self, item: _Item | _Call) -> _Item | _Call:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
@@ -114,6 +135,9 @@ class Batcher:
             self._queue.append(item)
             self._pending += 1
             self._cond.notify_all()
+        return item
+
+    def _wait(self, item: _Item | _Call) -> Any:
         try:
             return item.future.result()
         finally:
@@ -141,7 +165,10 @@ class Batcher:
                         return
                 batch = self._collect()
                 try:
-                    self._execute(batch)
+                    if isinstance(batch[0], _Call):
+                        self._call(batch[0])
+                    else:
+                        self._execute(batch)
                 except Exception as e:  # never leave a request waiting
                     for item in batch:
                         if not item.future.done():
@@ -156,16 +183,24 @@ class Batcher:
                     item.future.set_exception(error)
             raise
 
-    def _take(self, batch: list[_Item]) -> None:
-        while self._queue and len(batch) < self.max_batch:
+    def _take(self, batch: list) -> None:
+        """Images from the head of the queue into `batch`, up to max_batch; a call is taken
+        only alone (into an empty batch), and ends what an image batch takes."""
+        if not batch and self._queue and isinstance(self._queue[0], _Call):
+            batch.append(self._queue.popleft())
+            return
+        while (self._queue and len(batch) < self.max_batch
+               and isinstance(self._queue[0], _Item)):
             batch.append(self._queue.popleft())
 
     def _collect(self) -> list[_Item]:
         """The next batch: what is queued, and when requests are arriving together (more
         than one queued, or the last batch had more than one) what comes in max_wait_s."""
         with self._cond:
-            batch: list[_Item] = []
+            batch: list = []
             self._take(batch)
+            if isinstance(batch[0], _Call):
+                return batch
             concurrent = len(batch) > 1 or self._last_size > 1
             if concurrent and self.max_wait_s > 0 and len(batch) < self.max_batch:
                 deadline = time.monotonic() + self.max_wait_s
@@ -177,6 +212,15 @@ class Batcher:
                     self._take(batch)
             self._last_size = len(batch)
             return batch
+
+    @staticmethod
+    def _call(job: _Call) -> None:
+        try:
+            result = job.fn(*job.args, **job.kwargs)
+        except Exception as e:
+            job.future.set_exception(e)
+        else:
+            job.future.set_result(result)
 
     def _execute(self, batch: list[_Item]) -> None:
         try:

@@ -99,7 +99,8 @@ class LoadedModel:
                                 len(self.domain.symbols))
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """fn(model, *args, **kwargs) under this model's lock; its whole result is one
+        """fn(model, *args, **kwargs) under this model's lock, on its batcher's compute
+        thread (one OpenMP team per model: see `Batcher.call`); its whole result is one
         response. ResponseTooLarge (413) when that would carry more than
         `max_response_values` numbers: dense maps are refused before they are computed,
         anything else before it is serialised."""
@@ -109,11 +110,14 @@ class LoadedModel:
             dense = args[1] if len(args) > 1 else kwargs.get("dense", False)
             flags = [dense] * len(images) if isinstance(dense, bool) else list(dense)
             self.check_dense(sum(map(bool, flags)), images, cap)
-        with self.lock:
-            result = fn(self.model, *args, **kwargs)
+        result = self.batcher.call(self._locked, fn, *args, **kwargs)
         if cap is not None and (count := count_values(result, cap)) > cap:
             raise ResponseTooLarge(_too_many(count, cap, "this result"))
         return result
+
+    def _locked(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        with self.lock:
+            return fn(self.model, *args, **kwargs)
 
     def run_each(self, fn: Callable[..., list[T]], images: Sequence, dense: Sequence[bool],
                  **kwargs) -> list[T]:

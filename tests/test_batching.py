@@ -189,6 +189,33 @@ def test_close_drains_and_ends_the_thread_and_the_store_closes_its_batchers(chec
     assert not model.batcher._thread.is_alive()
 
 
+def test_other_model_work_runs_alone_on_the_compute_thread(loaded):
+    """LoadedModel.run (analysis, interventions, /activations/batch) runs on the batcher's
+    thread, so one OpenMP team serves the model (a second one, in a pool thread, had made
+    later lone requests 2x slower)."""
+    where = loaded.run(lambda model: threading.current_thread().name)
+    assert where == loaded.batcher._thread.name and where.startswith("batcher-")
+    with pytest.raises(ZeroDivisionError):
+        loaded.run(lambda model: 1 / 0)  # the caller gets the error; the thread lives on
+    results = run_images(loaded.model, np.stack(_images(2)))
+    assert loaded.run(run_images, np.stack(_images(2))) == results
+    assert loaded.batcher.pending() == 0
+
+
+def test_calls_are_never_batched_with_images():
+    calls: list = [None]
+    batcher = Batcher(_echo(calls), max_batch=8, max_wait_s=0.05, name="stub")
+    try:
+        jobs = [(lambda: batcher.submit(np.ones((2, 2), np.float32)))] * 3 + [
+            (lambda: batcher.call(lambda: "called"))] + [
+            (lambda: batcher.submit(np.ones((2, 2), np.float32)))] * 3
+        answers = _concurrently(lambda job: job(), [(job,) for job in jobs])
+        assert answers[3] == "called" and all(a["first"] == 1.0 for a in answers[:3])
+        assert sum(calls[1:]) == 6 and max(calls[1:]) <= 6  # images only, in batches
+    finally:
+        batcher.close(timeout=10)
+
+
 def test_a_dense_request_over_the_cap_is_refused_before_it_joins_a_batch(loaded):
     from backend.routers.activations import _run_one
 
