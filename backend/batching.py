@@ -155,7 +155,7 @@ class Batcher:
             thread.join(timeout)
 
     def _loop(self) -> None:
-        batch: list[_Item] = []
+        batch: list = []  # images, or one call
         try:
             while True:
                 with self._cond:
@@ -193,9 +193,10 @@ class Batcher:
                and isinstance(self._queue[0], _Item)):
             batch.append(self._queue.popleft())
 
-    def _collect(self) -> list[_Item]:
-        """The next batch: what is queued, and when requests are arriving together (more
-        than one queued, or the last batch had more than one) what comes in max_wait_s."""
+    def _collect(self) -> list:
+        """The next batch (or a lone call, `_take`): what is queued, and when requests are
+        arriving together (more than one queued, or the last batch had more than one) what
+        comes in max_wait_s."""
         with self._cond:
             batch: list = []
             self._take(batch)
