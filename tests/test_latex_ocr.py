@@ -1,5 +1,6 @@
 """The LaTeX-OCR domain (SPEC 6): grammar, determinism, images, motif boxes, metrics."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -252,3 +253,40 @@ def test_min_density_constant():
 @pytest.mark.slow
 def test_min_density_constant_exactly():
     assert lo.estimate_mean_motifs(2000) == pytest.approx(lo.MEAN_MOTIFS_PER_IMAGE, abs=1e-9)
+
+
+# -- the README picture with a trained model's activations (scripts/latex_figure.py) ---------
+def test_activation_figure_marks_each_activation_in_its_symbols_colour():
+    import importlib.util
+    from pathlib import Path
+
+    from sparling_core import api
+    from sparling_core.checkpoint import load_checkpoint
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("latex_figure",
+                                                  repo / "scripts" / "latex_figure.py")
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    ckpt = repo / "experiments" / "gpu-fast" / "round1" / "latex"  # the GPU preview run
+    evaluation = ckpt / "eval.json"
+    plain = fig.figure(0, 2, "test")
+    full = np.asarray(fig.figure(0, 2, "test", ckpt, evaluation))
+    h, w = DOMAIN.image_shape
+    assert np.asarray(plain).shape == (2 * h * 2 + 12 + 14, w * 2, 3)
+    assert full.shape[0] == plain.size[1] + h * 2 + 14 + 2
+    # every activation's square is filled with its assigned symbol's colour at its site
+    sample = DOMAIN.sample(DOMAIN.first_seed("test"), "test")
+    acts = api.run(load_checkpoint(ckpt).model, sample).activations
+    assignment = {int(c): int(s) for c, s in
+                  json.loads(evaluation.read_text())["assignment"].items()}
+    top = plain.size[1]
+    assert len(acts) > 0
+    for c, r, col in zip(acts.channel, acts.row, acts.col, strict=True):
+        colour = fig._colour(assignment[int(c)], len(DOMAIN.symbols)) \
+            if int(c) in assignment else (0, 0, 0)  # black: a channel assigned to no symbol
+        # the square's centre pixel, unless a later square covers it
+        covered = [(r2, k2) for r2, k2 in zip(acts.row, acts.col, strict=True)
+                   if abs(int(r2) - int(r)) <= 2 and abs(int(k2) - int(col)) <= 2]
+        if len(covered) == 1:
+            assert tuple(full[top + int(r) * 2, int(col) * 2]) == colour
