@@ -3,12 +3,19 @@ annealing, L1, KL and TopK, and the project's own aids (presence loss, duplicate
 resampling, phase tying, the angular channel decoder) each taken away, one change per row,
 one recipe, one sample budget, several seeds.
 
-Two recipes (`--recipe`):
+Three recipes (`--recipe`):
 - `shipped` (default): configs/digit-circle-mt.json, the recipe of checkpoints/digit-circle-mt
   (phase-tied motif model, presence loss, resampling, channel decoder), 300,000 samples a
   run (the shipped run reached its best accuracy by then), seeds `--seeds` (default 1,2).
   Runs are NAME-sS: runs/ablations/NAME-sS, shipped as checkpoints/ablation-NAME-sS; the
   table (mean and [min, max] over seeds) lands in experiments/ablations-shipped.md / .json.
+- `fast`: configs/digit-circle-mt-fast.json (the shipped recipe's aids plus the trunk
+  presence head, a density cut every 2,000 samples and a 60,000-sample finish; it stops by
+  itself at 140,000-180,000 samples), 180,000 samples a run for every row (`finish_samples`
+  is raised to the budget so that no row stops before it), seeds 1,2. Runs are
+  fast-NAME-sS, shipped as checkpoints/ablation-fast-NAME-sS; table in
+  experiments/ablations-fast.md / .json. Sized for a lent GPU: `--device cuda --parallel 4
+  --threads 3` trains four runs side by side at about 600 samples/s each on an H200.
 - `legacy`: the first table's recipe, configs/digit-circle-mt-untied.json without
   resampling, 160,000 samples, one seed; runs are NAME, shipped as checkpoints/ablation-NAME,
   table in experiments/ablations.md / .json (the MT row is the shipped ablation-mt unless
@@ -22,6 +29,8 @@ the same test images, and shipped without its training state for the explorer's 
         > runs/ablations.log 2>&1 &
     python experiments/ablations.py --recipe legacy --only st,topk --max-samples 50000
     python experiments/ablations.py --table-only     # the table from finished or shipped runs
+    python experiments/ablations.py --recipe fast --only mt,st --seeds 1,2 --device cuda \
+        --parallel 4 --threads 3
 """
 
 from __future__ import annotations
@@ -90,6 +99,8 @@ class Recipe:
     resample: bool | None  # force duplicate-channel resampling on / off (None: the config's)
     table: Path  # where the markdown table goes (its .json beside it)
     seeded_names: bool  # runs named NAME-sS (else NAME, one seed)
+    prefix: str = ""  # before every run's name (recipes must not share run folders)
+    finish_to_budget: bool = False  # finish_samples = the budget: every row trains it all
 
 
 RECIPES = {
@@ -97,22 +108,32 @@ RECIPES = {
                       ROOT / "experiments/ablations-shipped.md", True),
     "legacy": Recipe(ROOT / "configs/digit-circle-mt-untied.json", 160_000, (1,), False,
                      ROOT / "experiments/ablations.md", False),
+    "fast": Recipe(ROOT / "configs/digit-circle-mt-fast.json", 180_000, (1, 2), None,
+                   ROOT / "experiments/ablations-fast.md", True, prefix="fast-",
+                   finish_to_budget=True),
 }
 METRICS = ("e2ee", "fpe", "fne", "ce")
 
 
 def variant_config(base: dict, overrides: dict, out: Path, max_samples: int,
-                   threads: int, resample: bool | None = None, seed: int | None = None) -> dict:
+                   threads: int, resample: bool | None = None, seed: int | None = None,
+                   device: str | None = None, finish_to_budget: bool = False) -> dict:
     """The base config with a variant's overrides, its run folder, budget and threads.
     `resample` True / False forces duplicate-channel resampling on / off for every variant
     (the legacy table was measured without it; None keeps the base config's); a variant's
-    own override wins. `seed`: the weight-initialisation seed (None: the base config's)."""
+    own override wins. `seed`: the weight-initialisation seed (None: the base config's).
+    `device`: cpu | cuda (None: the base config's). `finish_to_budget`: finish_samples =
+    max_samples, so that a run that reaches the target density still trains the budget."""
     cfg = json.loads(json.dumps(base))
     cfg["model"] = dict(cfg.get("model", {}))
     if resample is not None:
         cfg["resample_duplicates"] = resample
     if seed is not None:
         cfg["seed"] = seed
+    if device is not None:
+        cfg["device"] = device
+    if finish_to_budget:
+        cfg["finish_samples"] = max_samples
     for key, value in overrides.items():
         if key.startswith("model."):
             cfg["model"][key.removeprefix("model.")] = value
@@ -179,7 +200,7 @@ def _train_evaluate_ship(name: str, cfg: dict, out: Path, eval_n: int,
         logging.info("%s: training took %.1f min in this process", name,
                      (time.monotonic() - started) / 60)
         torch.set_num_threads(cfg["threads"])
-        ckpt = load_checkpoint(out)
+        ckpt = load_checkpoint(out, device=cfg.get("device", "cpu"))
         report = evaluate(ckpt.model, n=eval_n, first_seed=dc.TEST_SEEDS_START)
         report.update(checkpoint=name, samples_seen=ckpt.meta["samples_seen"],
                       train_minutes=_train_minutes(ckpt.history))
@@ -296,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="budget per run (default: the recipe's: shipped 300,000, legacy "
                         "160,000)")
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where runs train and are evaluated (default: the config's, else cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: cores // parallel)")
     p.add_argument("--eval-n", type=int, default=10_000, help="test images per evaluation")
@@ -337,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"config {config} does not exist")
     if args.parallel < 1 or args.eval_n < 1:
         p.error("--parallel and --eval-n must be >= 1")
+    if args.device == "cuda" and not args.table_only:
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda asked for, but torch sees no CUDA device")
     base = json.loads(config.read_text())
     budget = args.max_samples if args.max_samples is not None else recipe.budget
     if budget < 1:
@@ -344,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
 
     def run_name(name: str, seed: int) -> str:
-        return f"{name}-s{seed}" if recipe.seeded_names else name
+        return recipe.prefix + (f"{name}-s{seed}" if recipe.seeded_names else name)
 
     if not args.table_only:
         runs = [(n, s) for n in names for s in seeds]
@@ -358,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, seed in runs:
                 run = run_name(name, seed)
                 cfg = variant_config(base, VARIANTS[name][0], args.runs / run, budget, threads,
-                                     resample, seed if recipe.seeded_names else None)
+                                     resample, seed if recipe.seeded_names else None,
+                                     args.device, recipe.finish_to_budget)
                 ship_to = None if not str(args.ship) else args.ship / f"ablation-{run}"
                 jobs[pool.submit(run_variant, run, cfg, args.eval_n, ship_to)] = run
             for future in as_completed(jobs):

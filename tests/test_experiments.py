@@ -122,6 +122,37 @@ def test_the_shipped_recipe_runs_seeds_and_reports_their_spread(ablations, tmp_p
     assert "one --seeds value" in capsys.readouterr().err
 
 
+def test_the_fast_recipe_prefixes_its_runs_and_trains_every_row_to_the_budget(
+        ablations, tmp_path, capsys):
+    """--recipe fast: runs fast-NAME-sS (apart from the shipped recipe's NAME-sS), shipped
+    as ablation-fast-NAME-sS, finish_samples raised to the budget, the device passed on."""
+    runs, ship, table = tmp_path / "runs", tmp_path / "ship", tmp_path / "fast.md"
+    base = json.loads(_tiny_config(tmp_path).read_text())
+    base.update(finish_samples=4, target_density=0.4)  # would stop after 4 samples at 0.4
+    (tmp_path / "fast.json").write_text(json.dumps(base))
+    args = ["--recipe", "fast", "--config", str(tmp_path / "fast.json"), "--only", "st",
+            "--seeds", "3", "--max-samples", "32", "--eval-n", "4", "--runs", str(runs),
+            "--ship", str(ship), "--threads", "1", "--table", str(table), "--device", "cpu"]
+    assert ablations.main(args) == 0
+    assert [p.name for p in runs.iterdir()] == ["fast-st-s3"]
+    saved = json.loads((runs / "fast-st-s3" / "config.json").read_text())["train"]
+    assert saved["finish_samples"] == 32 and saved["device"] == "cpu" and saved["seed"] == 3
+    assert json.loads((runs / "fast-st-s3" / "eval.json").read_text())["samples_seen"] == 32
+    assert load_checkpoint(ship / "ablation-fast-st-s3").config.sparsity == "st"
+    assert "| st | 3 |" in table.read_text()
+    cfg = ablations.variant_config(base, {}, tmp_path, 100, 1, device="cuda",
+                                   finish_to_budget=True)
+    assert cfg["device"] == "cuda" and cfg["finish_samples"] == 100
+    assert ablations.variant_config(base, {}, tmp_path, 100, 1)["finish_samples"] == 4
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is there")
+def test_device_cuda_without_a_gpu_is_refused(ablations, capsys):
+    with pytest.raises(SystemExit) as e:
+        ablations.main(["--recipe", "fast", "--only", "mt", "--device", "cuda"])
+    assert e.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
 def test_bad_arguments_exit_with_a_message(ablations, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ablations.main(["--only", "nope", "--max-samples", "10"])
