@@ -123,7 +123,8 @@ def variant_config(base: dict, overrides: dict, out: Path, max_samples: int,
     (the legacy table was measured without it; None keeps the base config's); a variant's
     own override wins. `seed`: the weight-initialisation seed (None: the base config's).
     `device`: cpu | cuda (None: the base config's). `finish_to_budget`: finish_samples =
-    max_samples, so that a run that reaches the target density still trains the budget."""
+    max_samples, so that a run that reaches the target density still trains the budget.
+    The base config's `max_minutes` is dropped: every row trains its sample budget."""
     cfg = json.loads(json.dumps(base))
     cfg["model"] = dict(cfg.get("model", {}))
     if resample is not None:
@@ -139,7 +140,9 @@ def variant_config(base: dict, overrides: dict, out: Path, max_samples: int,
             cfg["model"][key.removeprefix("model.")] = value
         else:
             cfg[key] = value
-    cfg.update(out=str(out), max_samples=max_samples, threads=threads)
+    # the budget is in samples: no wall-clock limit (it would make a row's budget depend on
+    # how busy the machine was)
+    cfg.update(out=str(out), max_samples=max_samples, threads=threads, max_minutes=None)
     return cfg
 
 

@@ -143,6 +143,8 @@ def test_the_fast_recipe_prefixes_its_runs_and_trains_every_row_to_the_budget(
     cfg = ablations.variant_config(base, {}, tmp_path, 100, 1, device="cuda",
                                    finish_to_budget=True)
     assert cfg["device"] == "cuda" and cfg["finish_samples"] == 100
+    base["max_minutes"] = 50  # a row's budget is its samples, whatever the wall clock
+    assert ablations.variant_config(base, {}, tmp_path, 100, 1)["max_minutes"] is None
     assert ablations.variant_config(base, {}, tmp_path, 100, 1)["finish_samples"] == 4
 
 
