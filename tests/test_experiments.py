@@ -6,6 +6,7 @@ import pathlib
 import sys
 
 import pytest
+import torch
 
 from sparling_core.checkpoint import load_checkpoint
 from sparling_core.models.sparling import digit_circle_tiny
@@ -148,7 +149,7 @@ def test_the_fast_recipe_prefixes_its_runs_and_trains_every_row_to_the_budget(
     assert ablations.variant_config(base, {}, tmp_path, 100, 1)["finish_samples"] == 4
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is there")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
 def test_device_cuda_without_a_gpu_is_refused(ablations, capsys):
     with pytest.raises(SystemExit) as e:
         ablations.main(["--recipe", "fast", "--only", "mt", "--device", "cuda"])
