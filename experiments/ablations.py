@@ -161,17 +161,25 @@ class RunLocked(RuntimeError):
     pass
 
 
+def run_files(out: Path) -> tuple[Path, Path]:
+    """RUN's lock and log: beside the run folder, not in it. Every checkpoint save replaces
+    the folder with a new generation, so a lock or a log inside it would be unlinked at the
+    first save (the lock would then stop nobody; the log would go to a deleted file)."""
+    return out.parent / f".{out.name}.lock", out.parent / f"{out.name}.log"
+
+
 def run_variant(name: str, cfg: dict, eval_n: int, ship_to: Path | None) -> dict:
     """Train (or resume) one variant, evaluate it, ship it. Runs in a worker process,
-    holding RUN/.lock so that no two processes ever train the same run."""
+    holding RUN's lock so that no two processes ever train the same run; logs to RUN.log."""
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as lock:
+    lock_path, log_path = run_files(out)
+    with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunLocked(f"another process is training {out}") from None
-        handler = logging.FileHandler(out / "train.log")
+        handler = logging.FileHandler(log_path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(handler)
@@ -232,6 +240,9 @@ def ship(run: Path, dest: Path, report: dict) -> None:
     for name in ("model.safetensors", "config.json", "history.jsonl", "train.log"):
         if (run / name).exists():
             shutil.copyfile(run / name, dest / name)
+    log = run_files(run)[1]
+    if log.exists():  # this script's log of the run (a train.log in the folder is older)
+        shutil.copyfile(log, dest / "train.log")
     atomic_write_text(dest / "metrics.json", json.dumps(report, indent=2) + "\n")
 
 

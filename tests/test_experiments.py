@@ -47,6 +47,10 @@ def test_runs_evaluates_ships_and_tabulates(ablations, tmp_path, capsys):
         assert report["n"] == 6 and report["samples_seen"] == 32
         shipped = ship / f"ablation-{name}"
         assert not (shipped / "train_state.pt").exists()
+        # the run's log (beside its folder: each save replaces the folder) has every
+        # validation, and is shipped as train.log
+        log = (runs / f"{name}.log").read_text()
+        assert log.count("validation {") == 2 and (shipped / "train.log").read_text() == log
         ckpt = load_checkpoint(shipped)
         assert ckpt.config.sparsity == kind
         assert ckpt.metrics["e2ee"] == report["e2ee"]
@@ -209,7 +213,7 @@ def test_a_run_that_another_process_trains_is_refused(ablations, tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / ".lock", "w") as held:
+    with open(ablations.run_files(out)[0], "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ablations.RunLocked, match="another process is training"):
             ablations.run_variant("st", {"out": str(out)}, 1, None)
