@@ -102,8 +102,8 @@ def test_the_shipped_recipe_runs_seeds_and_reports_their_spread(ablations, tmp_p
             "--seeds", "1,2", "--max-samples", "16", "--eval-n", "4", "--runs", str(runs),
             "--ship", str(ship), "--parallel", "2", "--threads", "1", "--table", str(table)]
     assert ablations.main(args) == 0
-    assert sorted(p.name for p in runs.iterdir()) == ["mt-s1", "mt-s2", "no-presence-s1",
-                                                      "no-presence-s2"]
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == [
+        "mt-s1", "mt-s2", "no-presence-s1", "no-presence-s2"]
     for run, seed, weight in (("mt-s2", 2, 1.0), ("no-presence-s1", 1, 0.0)):
         ckpt = load_checkpoint(ship / f"ablation-{run}")
         assert ckpt.config.presence_weight == weight
@@ -139,7 +139,8 @@ def test_the_fast_recipe_prefixes_its_runs_and_trains_every_row_to_the_budget(
             "--seeds", "3", "--max-samples", "32", "--eval-n", "4", "--runs", str(runs),
             "--ship", str(ship), "--threads", "1", "--table", str(table), "--device", "cpu"]
     assert ablations.main(args) == 0
-    assert [p.name for p in runs.iterdir()] == ["fast-st-s3"]
+    assert [p.name for p in runs.iterdir() if p.is_dir()] == ["fast-st-s3"]
+    assert (runs / "fast-st-s3.log").is_file()  # the log beside the run folder
     saved = json.loads((runs / "fast-st-s3" / "config.json").read_text())["train"]
     assert saved["finish_samples"] == 32 and saved["device"] == "cpu" and saved["seed"] == 3
     assert json.loads((runs / "fast-st-s3" / "eval.json").read_text())["samples_seen"] == 32
