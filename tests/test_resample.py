@@ -358,3 +358,33 @@ def test_trainer_resamples_unselective_channels_and_logs_them(tmp_path, monkeypa
     state = load_train_state(out)
     assert state["resample_pending"] == [[6, rows[0][0][2]]]
     assert state["resample_retries"] == [[6, 1]]
+
+
+def test_aimed_resampling_starts_the_channel_as_the_trunk_detector_of_its_digit():
+    """aim=True: the fresh channel's dense map is the trunk presence head's map for its
+    digit (every sub-pixel phase alike); the other channels are untouched."""
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config(initial_density=0.01, trunk_presence_weight=1.0)).eval()
+    images, _ = dc.collate([dc.sample(i) for i in range(2)])
+    mm = model.motif_model
+    with torch.no_grad():
+        before = mm(images)
+        resample_channels(model, [3], targets=[7], aim=True)
+        after = mm(images)
+        trunk = mm.blocks(mm.stem(F.pixel_unshuffle(images * 2 - 1, 2)))
+        digit7 = mm.trunk_presence(F.relu(trunk))[:, 7]  # (N, H/2, W/2)
+    expected = digit7.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    torch.testing.assert_close(after[:, 3], expected, rtol=1e-5, atol=1e-5)
+    changed = (before != after).flatten(2).any(-1).any(0)
+    assert changed.tolist() == [c == 3 for c in range(10)]
+
+
+def test_aimed_resampling_needs_a_trunk_head_and_targets():
+    model = SparlingModel(tiny_config(initial_density=0.01))  # no trunk presence head
+    with pytest.raises(ValueError, match="trunk presence head"):
+        resample_channels(model, [3], targets=[7], aim=True)
+    with pytest.raises(ValueError, match="trunk_presence_weight"):
+        TrainConfig(model=tiny_config(), resample_aim=True)
+    with_trunk = SparlingModel(tiny_config(initial_density=0.01, trunk_presence_weight=1.0))
+    with pytest.raises(ValueError, match="needs targets"):
+        resample_channels(with_trunk, [3], aim=True)

@@ -117,6 +117,9 @@ class TrainConfig:
     # without this it keeps its place while a digit has no channel.
     resample_unselective: bool = False
     resample_min_selectivity: float = 0.75
+    # Start a fresh channel as the trunk presence head's detector of its digit instead of a
+    # random draw (resample_channels(aim=True); needs model.trunk_presence_weight > 0).
+    resample_aim: bool = False
     # bf16 autocast for the motif model's inner convs. None (auto): on for CUDA and for CPUs
     # with native bf16 matrix instructions (AMX, AVX512-BF16: ~1.3x faster there), off
     # elsewhere: on an AVX2-only CPU bf16 is emulated, and a training step measured 6x slower
@@ -148,6 +151,9 @@ class TrainConfig:
             raise ValueError("resample_below_density must be in (0, 1]")
         if self.resample_target_weight <= 0:
             raise ValueError("resample_target_weight must be positive")
+        if self.resample_aim and self.model.trunk_presence_weight <= 0:
+            raise ValueError("resample_aim needs model.trunk_presence_weight > 0 (it starts a "
+                             "fresh channel from the trunk presence head)")
         if self.resample_retry_error < self.resample_min_error:
             raise ValueError("resample_retry_error must be >= resample_min_error")
         if not 0.5 < self.resample_min_selectivity <= 1:
@@ -613,7 +619,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                     pending.update({drop: digit for drop, _, digit in resampled})
                     resample_channels(model, [r[0] for r in resampled], optimizer,
                                       targets=[r[2] for r in resampled],
-                                      target_weight=config.resample_target_weight)
+                                      target_weight=config.resample_target_weight,
+                                      aim=config.resample_aim)
                     if distributed:  # fresh weights come from the RNG: rank 0's hold
                         _broadcast_state(model)
                     last_resample = samples_seen

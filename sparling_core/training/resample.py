@@ -207,9 +207,16 @@ def _reset_moments(optimizer: torch.optim.Optimizer | None, param: torch.Tensor,
 @torch.no_grad()
 def resample_channels(model: SparlingModel, channels: list[int],
                       optimizer: torch.optim.Optimizer | None = None,
-                      targets: list[int] | None = None, target_weight: float = 1.0) -> None:
+                      targets: list[int] | None = None, target_weight: float = 1.0,
+                      aim: bool = False) -> None:
     """Re-initialise `channels` of the sparse map (see the module docstring); channel
-    `channels[i]` gets presence weight `target_weight` on digit `targets[i]`."""
+    `channels[i]` gets presence weight `target_weight` on digit `targets[i]`.
+
+    aim=True (needs `targets` and a motif model with a trunk presence head): instead of a
+    random draw, the fresh channel's head rows (all four sub-pixel phases) start as the
+    trunk presence head's row for its digit. That head is a 1x1 conv on the same trunk
+    features the motif head reads, trained to light up wherever the digit is, so the fresh
+    channel fires at the digit's sites from its first step instead of having to find them."""
     c = model.config.motif_channels
     if not channels:
         return
@@ -221,9 +228,18 @@ def resample_channels(model: SparlingModel, channels: list[int],
     # The motif head emits 4 sub-pixel rows per channel (pixel_shuffle by 2): ch*4 .. ch*4+3.
     head: nn.Conv2d = model.motif_model.head
     rows = torch.tensor([4 * ch + k for ch in channels for k in range(4)])
-    fresh = nn.Conv2d(head.in_channels, head.out_channels, head.kernel_size)
-    head.weight[rows] = fresh.weight[rows].to(head.weight)
-    head.bias[rows] = fresh.bias[rows].to(head.bias)
+    trunk: nn.Conv2d | None = model.motif_model.trunk_presence
+    if aim and (targets is None or trunk is None):
+        raise ValueError("aim needs targets and a motif model with a trunk presence head "
+                         "(trunk_presence_weight > 0)")
+    if aim:
+        digits = torch.tensor([d for d in targets for _ in range(4)])
+        head.weight[rows] = trunk.weight[digits].to(head.weight)
+        head.bias[rows] = trunk.bias[digits].to(head.bias)
+    else:
+        fresh = nn.Conv2d(head.in_channels, head.out_channels, head.kernel_size)
+        head.weight[rows] = fresh.weight[rows].to(head.weight)
+        head.bias[rows] = fresh.bias[rows].to(head.bias)
     _reset_moments(optimizer, head.weight, rows)
     _reset_moments(optimizer, head.bias, rows)
 
