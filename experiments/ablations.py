@@ -81,6 +81,11 @@ VARIANTS: dict[str, tuple[dict, str, dict | None]] = {
     "topk": ({"model.sparsity": "topk"}, "per-image top-k, annealed like MT", None),
     # the project's own aids, each taken away (the paper has none of them)
     "no-presence": ({"model.presence_weight": 0.0}, "without the presence loss", None),
+    # ST without the presence loss: the test of whether the presence loss (which asks every
+    # channel to fire exactly when its token is present) does the balancing between
+    # channels that MT's per-channel thresholds do in the paper (two changes, on purpose)
+    "st-no-presence": ({"model.sparsity": "st", "model.presence_weight": 0.0},
+                       "ST without the presence loss", None),
     "no-resample": ({"resample_duplicates": False},
                     "without duplicate-channel resampling", None),
     "untied": ({"model.phase_tied": False},

@@ -92,6 +92,8 @@ def test_variant_overrides_reach_the_config(ablations, tmp_path):
                              ("generic-decoder", "decoder", "points")):
         cfg = ablations.variant_config(base, ablations.VARIANTS[name][0], tmp_path, 5, 1)
         assert cfg["model"][key] == value
+    cfg = ablations.variant_config(base, ablations.VARIANTS["st-no-presence"][0], tmp_path, 5, 1)
+    assert cfg["model"]["sparsity"] == "st" and cfg["model"]["presence_weight"] == 0.0
 
 
 def test_the_shipped_recipe_runs_seeds_and_reports_their_spread(ablations, tmp_path, capsys):
