@@ -35,9 +35,17 @@ from sparling_core.domains import get_domain
 from sparling_core.layers.sparsity import _kth_largest_count, _rth_largest_per_row
 
 
-@torch.no_grad()
 def balance(checkpoint: Path, n: int, batch_size: int = 100) -> dict:
-    model = load_checkpoint(checkpoint).model.eval()
+    """`balance_of` the checkpoint's model, with the checkpoint's path."""
+    return {"checkpoint": str(checkpoint),
+            **balance_of(load_checkpoint(checkpoint).model, n, batch_size)}
+
+
+@torch.no_grad()
+def balance_of(model, n: int, batch_size: int = 100) -> dict:
+    """The measures of the module docstring for a model (MT or ST, with BatchNorm) on the
+    first `n` test images of its domain."""
+    model.eval()
     domain = get_domain(model.config.domain)
     first = domain.first_seed("test")
     bn = model.bottleneck.batch_norm
@@ -57,7 +65,7 @@ def balance(checkpoint: Path, n: int, batch_size: int = 100) -> dict:
     r = _kth_largest_count(n_img * h * w, 1 - density)
     mt = _rth_largest_per_row(values.reshape(n_img, c, h * w), r)
     return {
-        "checkpoint": str(checkpoint), "sparsity": model.config.sparsity,
+        "sparsity": model.config.sparsity,
         "presence_weight": model.config.presence_weight, "n": n_img,
         "density": density, "share_min": float(share.min()), "share_max": float(share.max()),
         "share_cv": float(counts.std() / counts.mean()),

@@ -294,3 +294,36 @@ def test_selectivity_check_prints_every_channel_and_token(tmp_path, capsys):
     assert channels.count(":") == 10  # the tiny model's 10 channels, each with a score
     tokens = out.split("presence error by token (nats): ")[1]
     assert all(f"'{d}':" in tokens for d in "0123456789")
+
+
+def test_channel_balance_reports_shares_and_silent_channels(tmp_path):
+    from helpers import make_tiny_checkpoint
+
+    balance = importlib.import_module("experiments.channel_balance")
+    model = load_checkpoint(make_tiny_checkpoint(tmp_path / "tiny", evaluate_n=0)).model
+    with torch.no_grad():
+        model.bottleneck.thresholds.fill_(-1e9)  # every pixel of every channel is active
+        even = balance.balance_of(model, 4, batch_size=2)
+        model.bottleneck.thresholds[1:] = 1e9  # only channel 0 fires
+        one = balance.balance_of(model, 4, batch_size=2)
+    assert even["share_min"] == even["share_max"] == 1.0 and even["share_cv"] == 0.0
+    assert even["density"] == 1.0 and even["silent_channels"] == 0
+    assert one["silent_channels"] == 9 and one["share_max"] == 10.0 and one["share_min"] == 0
+    assert one["density"] == 0.1
+
+
+def test_latex_density_sweep_recalibrates_to_the_asked_density(tmp_path):
+    from helpers import make_tiny_checkpoint
+
+    from sparling_core.domains import digit_circle as dc
+
+    sweep = importlib.import_module("experiments.latex_density_sweep")
+    model = load_checkpoint(make_tiny_checkpoint(tmp_path / "tiny", evaluate_n=0)).model
+    images, _ = dc.collate([dc.sample(s) for s in range(6)])
+    for density in (0.2, 0.01, 1e-3):
+        sweep.recalibrate(model, images, density, batch_size=4)
+        with torch.no_grad():
+            active = model.bottleneck.active(model.sparse_motifs(images))
+        per_channel = active.float().mean(dim=(0, 2, 3))  # every channel at the density
+        assert torch.allclose(per_channel, torch.full_like(per_channel, density),
+                              rtol=0.05, atol=2 / active[:, 0].numel())
