@@ -52,6 +52,21 @@ def test_schedule_anneals_and_stops_at_target(tmp_path, monkeypatch):
     assert abs(ckpt.model.density - 0.5 * 0.75**3) < 1e-12
 
 
+def test_resume_takes_the_configs_target_density(tmp_path, monkeypatch):
+    """The target is where the run goes: a resume with another target_density stops there,
+    not at the saved run's (the density walk itself continues where it was)."""
+    train_module = importlib.import_module("sparling_core.training.loop")
+    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    common = dict(initial_threshold=1.0, decay_per_sample=1e-3)
+    train(_config(tmp_path / "run", max_samples=16, target_density=0.5 * 0.75**6, **common),
+          progress=False)  # two validations: density 0.5 * 0.75**2
+    folder = train(_config(tmp_path / "run", max_samples=400, target_density=0.5 * 0.75**3,
+                           **common), resume=True, progress=False)
+    ckpt = load_checkpoint(folder)
+    assert ckpt.meta["samples_seen"] == 24  # one more cut reaches the new target
+    assert abs(ckpt.model.density - 0.5 * 0.75**3) < 1e-12
+
+
 def test_resume_continues_exactly(tmp_path):
     full = train(_config(tmp_path / "full", max_samples=32), progress=False)
     part = train(_config(tmp_path / "part", max_samples=16), progress=False)

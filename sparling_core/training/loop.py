@@ -486,6 +486,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if getattr(schedule, "target_density", None) not in (None, config.target_density):
+            # the target is where the run is going, not where it is: the config's wins
+            if rank == 0:
+                logger.info("target density %g (the saved run's was %g)",
+                            config.target_density, schedule.target_density)
+            schedule.target_density = config.target_density
         torch.set_rng_state(state["torch_rng"])
         samples_seen, finish_from = state["samples_seen"], state.get("finish_from")
         last_resample = state.get("last_resample")
