@@ -1,4 +1,4 @@
-"""The shipped generic-decoder checkpoint is what the README says it is."""
+"""The shipped checkpoints are what the README says they are."""
 
 import json
 import math
@@ -7,7 +7,8 @@ from pathlib import Path
 from sparling_core.analysis.evaluate import evaluate
 from sparling_core.checkpoint import load_checkpoint
 
-GENERIC = Path(__file__).resolve().parent.parent / "checkpoints" / "digit-circle-mt-generic"
+ROOT = Path(__file__).resolve().parent.parent
+GENERIC = ROOT / "checkpoints" / "digit-circle-mt-generic"
 
 
 def test_generic_checkpoint_uses_the_generic_decoder_and_meets_issue_12():
@@ -37,3 +38,26 @@ def test_generic_checkpoint_reads_test_images():
     report = evaluate(load_checkpoint(GENERIC).model, n=200)
     assert all(math.isfinite(report[k]) for k in ("e2ee", "fpe", "fne", "ce"))
     assert report["e2ee"] <= 10.0 and report["fne"] <= 5.0 and report["ce"] <= 5.0
+
+
+
+def test_fast_ablation_table_is_built_from_the_shipped_rows():
+    """experiments/ablations-fast.json (the README's fast-recipe table) holds exactly the
+    shipped checkpoints/ablation-fast-* evaluations, every row at the same sample budget on
+    the 10,000 test images, and each shipped row's weights are the ones it evaluated."""
+    table = json.loads((ROOT / "experiments" / "ablations-fast.json").read_text())
+    shipped = sorted(p.name for p in (ROOT / "checkpoints").glob("ablation-fast-*"))
+    in_table = sorted(f"ablation-fast-{name}-s{run['seed']}"
+                      for name, row in table.items() for run in row["runs"])
+    assert in_table == shipped
+    for name, row in table.items():
+        for run in row["runs"]:
+            folder = ROOT / "checkpoints" / f"ablation-fast-{name}-s{run['seed']}"
+            metrics = json.loads((folder / "metrics.json").read_text())
+            assert metrics["n"] == 10_000 and metrics["samples_seen"] == 199_744
+            assert {k: run[k] for k in ("e2ee", "fpe", "fne", "ce")} == {
+                k: metrics[k] for k in ("e2ee", "fpe", "fne", "ce")}
+            assert load_checkpoint(folder).meta["samples_seen"] == 199_744
+            assert not (folder / "train_state.pt").exists()
+        values = [run["ce"] for run in row["runs"]]
+        assert row["mean"]["ce"] == sum(values) / len(values)

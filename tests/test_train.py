@@ -31,6 +31,8 @@ def test_loop_schedule_checkpoint_and_evaluate(tmp_path):
     assert ckpt.meta["samples_seen"] == 24
     assert [h["samples"] for h in ckpt.history] == [8, 16, 24]
     assert {"loss", "accuracy", "density", "realised_density", "threshold"} <= set(ckpt.history[0])
+    # every row says where its wall time was measured
+    assert {(h["device"], h["threads"], h["world_size"]) for h in ckpt.history} == {("cpu", 1, 1)}
     # threshold 0 and no decay: any accuracy > 0 lowers the density; 0 never does
     lowered = sum(h["lowered"] for h in ckpt.history)
     assert ckpt.model.density == 0.5 * 0.75**lowered

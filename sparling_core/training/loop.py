@@ -645,6 +645,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 "lr": optimizer.param_groups[0]["lr"],
                 "wall_s": round(elapsed, 1),
                 "samples_per_s": round((samples_seen - start_samples) / max(elapsed, 1e-9), 1),
+                # where the wall time was measured: a claim read off wall_s needs both
+                "device": device.type, "threads": torch.get_num_threads(),
+                "world_size": world,
             }
             history.append(row)
             losses = []
