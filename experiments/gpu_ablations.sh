@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Issue 15's aid rows on one lent GPU: six rows of experiments/ablations.py's fast recipe
-# (199,744 samples each, the budget of the MT and ST rows) side by side on the one GPU, fp32,
-# 2 threads each, every row evaluated on the 10,000 test images:
+# Rows of experiments/ablations.py's fast recipe on one lent GPU, side by side on the one GPU
+# (fp32, 2 threads each, 199,744 samples per row: the MT and ST rows' budget), every row
+# evaluated on the 10,000 test images:
 #
-#   no-presence s1 s2, st-no-presence s1 s2   (does the presence loss do ST's balancing?)
-#   no-resample s1, untied s1                  (what resampling and phase tying buy)
+#   experiments/gpu_ablations.sh OUT_DIR [VARIANTS:SEEDS ...]
 #
-#   experiments/gpu_ablations.sh OUT_DIR
+# Each VARIANTS:SEEDS group (comma-separated variants and seeds) is one ablations.py call;
+# all groups run at once. The default is what ran on 2026-11-27 (H200, 448 s for all six,
+# 99% GPU utilisation, so about 3,100 samples/s in all: six rows take 7-8 minutes with
+# their evaluations):
+#
+#   no-presence,st-no-presence:1,2   (does the presence loss do ST's balancing?)
+#   no-resample,untied:1             (what resampling and phase tying buy)
+#
+# The rows still missing from the fast table: no-batchnorm,no-annealing,l1-0.1,l1-1,l1-2:1
+# in one call, kl-0.1,kl-1,topk:1 in a second.
 #
 # The whole thing stops itself after LIMIT_S seconds (default 540): a row cut short keeps its
 # last checkpoint (every 2,000 samples) and train state, so `experiments/ablations.py
 # --recipe fast --runs RUNS` resumes it anywhere. Results: OUT/RUN.tar.gz for each run (its
 # folder: config, history, weights, train state, eval.json; and its log), OUT/meta.tar.gz (the
-# two invocations' logs and tables, GPU utilisation every 20 s) and OUT/summary.txt.
+# calls' logs and tables, GPU utilisation every 20 s) and OUT/summary.txt: at most 6 runs
+# per call (8 files come back). Unpack the runs into runs/ablations and rerun ablations.py
+# with the same --only/--seeds and --device cpu: it evaluates what was cut short and ships.
 # The project runs from the checkout (PYTHONPATH); the machine's own torch is used.
 # Dry run anywhere: DEVICE=cpu MAX_SAMPLES=600 EVAL_N=20 THREADS=1.
 set -uo pipefail
@@ -25,6 +35,12 @@ N_EVAL="${EVAL_N:-10000}"
 THREADS="${THREADS:-2}"
 PY="${PYTHON:-python3}"
 WORK="${WORK:-/tmp/gpu-ablations}"
+GROUPS_=("${@:2}")
+[ ${#GROUPS_[@]} -gt 0 ] || GROUPS_=(no-presence,st-no-presence:1,2 no-resample,untied:1)
+for group in "${GROUPS_[@]}"; do
+    [[ "$group" =~ ^[a-z0-9.,-]+:[0-9,]+$ ]] || {
+        echo "bad group '$group': VARIANTS:SEEDS, e.g. no-batchnorm,topk:1,2" >&2; exit 2; }
+done
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 rm -rf "$WORK"
 mkdir -p "$WORK" "$OUT"
@@ -41,13 +57,18 @@ monitor=$!
 
 common=(--recipe fast --max-samples "$BUDGET" --device "$DEV" --threads "$THREADS"
         --eval-n "$N_EVAL" --runs "$WORK/runs" --ship "$WORK/ship")
-timeout "$LIMIT" "$PY" experiments/ablations.py "${common[@]}" \
-    --only no-presence,st-no-presence --seeds 1,2 --parallel 4 --table "$WORK/table-presence.md" \
-    > "$WORK/presence.log" 2>&1 & p1=$!
-timeout "$LIMIT" "$PY" experiments/ablations.py "${common[@]}" \
-    --only no-resample,untied --seeds 1 --parallel 2 --table "$WORK/table-aids.md" \
-    > "$WORK/aids.log" 2>&1 & p2=$!
-wait $p1 $p2
+pids=()
+i=0
+for group in "${GROUPS_[@]}"; do
+    variants="${group%%:*}" seeds="${group#*:}"
+    n=$(( $(tr -cd , <<<"$variants" | wc -c) + 1 ))
+    n=$(( n * ($(tr -cd , <<<"$seeds" | wc -c) + 1) ))
+    i=$((i + 1))
+    timeout "$LIMIT" "$PY" experiments/ablations.py "${common[@]}" --only "$variants" \
+        --seeds "$seeds" --parallel "$n" --table "$WORK/table-$i.md" > "$WORK/call-$i.log" 2>&1 &
+    pids+=($!)
+done
+wait "${pids[@]}"
 kill $monitor 2>/dev/null
 
 "$PY" - "$WORK" > "$WORK/summary.txt" 2>&1 <<'EOF'
@@ -77,4 +98,4 @@ for run in "$WORK"/runs/fast-*/; do
 done
 tar -C "$WORK" -czf "$OUT/meta.tar.gz" --exclude=./runs --exclude=./ship .
 cp "$WORK/summary.txt" "$OUT/summary.txt"
-cat "$OUT/summary.txt" "$WORK/presence.log" "$WORK/aids.log"
+cat "$OUT/summary.txt" "$WORK"/call-*.log
