@@ -327,3 +327,17 @@ def test_latex_density_sweep_recalibrates_to_the_asked_density(tmp_path):
         per_channel = active.float().mean(dim=(0, 2, 3))  # every channel at the density
         assert torch.allclose(per_channel, torch.full_like(per_channel, density),
                               rtol=0.05, atol=2 / active[:, 0].numel())
+
+
+@pytest.mark.parametrize("group", ["no-presence", "no-presence:", "topk:x", "topk;rm:1"])
+def test_gpu_ablations_refuses_a_bad_group_before_starting_anything(tmp_path, group):
+    import subprocess
+
+    work = tmp_path / "work"
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_ablations.sh"),
+                           str(tmp_path / "out"), "untied:1", group],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "WORK": str(work)})
+    assert proc.returncode == 2
+    assert f"bad group '{group}'" in proc.stderr
+    assert not work.exists() and not (tmp_path / "out").exists()
