@@ -96,7 +96,10 @@ class FakeClient:
                              "accuracy": min(1.0, 0.1 * i), "density": 0.5 * 0.75**i,
                              "realised_density": 0.4 * 0.75**i, "threshold": 1.0,
                              "resampled": [[2, 8, 3]] if i == 5 else [[2, -1, 3]] if i == 7
-                             else []}
+                             else [], "wall_s": 60.0 * (i + 1),
+                             # rows written before the loop recorded where it ran have none
+                             **({"device": "cpu", "threads": 2, "world_size": 1}
+                                if i >= 6 else {})}
                             for i in range(12)]}
 
     def channels(self, model_id, wait=None):
@@ -477,6 +480,8 @@ def test_training_page(fake):
     assert "channel 2 (a copy of channel 8) re-initialised for token 3" in marks["hovertext"][0]
     assert "had not learned it" in marks["hovertext"][1]
     assert any("120,000 samples: channel 2" in c.value for c in at.caption)
+    assert any("last segment: 12.0 min on cpu, 2 threads, 1 process(es)" in c.value
+               for c in at.caption)
 
 
 def test_model_choice_carries_across_pages(fake):

@@ -110,6 +110,12 @@ if isinstance(last.get("accuracy"), int | float):
 if isinstance(last.get("loss"), int | float):
     c4.metric("Loss", f"{last['loss']:.4f}")
 
+if isinstance(last.get("wall_s"), int | float):
+    where = (f" on {last['device']}, {last.get('threads', '?')} threads, "
+             f"{last.get('world_size', 1)} process(es)" if last.get("device") else "")
+    st.caption(f"Wall time of the last segment: {last['wall_s'] / 60:.1f} min{where} "
+               "(each resume restarts the clock).")
+
 st.plotly_chart(training_figure(history), key="training_curves")
 st.caption("Density is the fraction of the motif map left nonzero. Target: what the sparsity "
            "layer aims for; realised: what the model produced in eval mode. Crosses mark "
