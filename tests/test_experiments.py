@@ -341,3 +341,26 @@ def test_gpu_ablations_refuses_a_bad_group_before_starting_anything(tmp_path, gr
     assert proc.returncode == 2
     assert f"bad group '{group}'" in proc.stderr
     assert not work.exists() and not (tmp_path / "out").exists()
+
+
+def test_decoder_errors_classifies_each_wrong_answer():
+    errors = importlib.import_module("experiments.decoder_errors")
+    assert errors.classify([1, 2, 3], [1, 2, 3]) is None
+    assert errors.classify([1, 3, 2], [1, 2, 3]) == "order"
+    assert errors.classify([1, 2], [1, 2, 3]) == "missing"
+    assert errors.classify([1, 2, 3, 4], [1, 2, 3]) == "extra"
+    assert errors.classify([1, 2, 4], [1, 2, 3]) == "other"
+    assert errors.classify([1, 1, 2], [1, 2, 2]) == "other"  # same set, other counts
+
+
+def test_decoder_errors_counts_a_checkpoint(tmp_path, capsys):
+    errors = importlib.import_module("experiments.decoder_errors")
+    shipped = ROOT / "checkpoints" / "digit-circle-mt"
+    assert errors.main([str(shipped), "--n", "20", "--json", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["n"] == 20
+    assert report["wrong"] == sum(report[k] for k in errors.KINDS)
+    assert sum(sum(c.values()) for c in report["by_length"].values()) == 20
+    assert "answers wrong" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        errors.main([str(tmp_path / "nope")])
