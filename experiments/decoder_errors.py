@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from sparling_core.analysis.evaluate import _batches
 from sparling_core.checkpoint import load_checkpoint
 from sparling_core.domains import get_domain
 
@@ -45,7 +44,9 @@ def decoder_errors(checkpoint: Path, n: int, batch_size: int = 50) -> dict:
     first = domain.first_seed("test")
     by_length: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     with torch.no_grad():
-        for _, images, labels in _batches(domain, range(first, first + n), batch_size, "test"):
+        for start in range(first, first + n, batch_size):
+            seeds = range(start, min(start + batch_size, first + n))
+            images, labels = domain.batch(domain.samples(seeds, "test"))
             for predicted, true in zip(model.generate(images).sequences, labels, strict=True):
                 by_length[len(true)][classify(predicted, true) or "right"] += 1
     total = collections.Counter()
