@@ -95,6 +95,62 @@ def test_a_fresh_run_refuses_an_existing_checkpoint_without_force(tmp_path):
     assert not (out / "metrics.json").exists()  # nothing of the replaced run is kept
 
 
+def test_sigterm_saves_every_trained_sample_and_resumes(tmp_path):
+    """A SIGTERM mid-run is a graceful stop: exit 0, a checkpoint with every step trained
+    (not only up to the last validation), and --resume goes on from there."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "sparling_core.cli", "train", "--out", str(out),
+            "--max-samples", "1000000", *TINY[:-1]]  # logging on: the stop reason
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").exists():  # the first validation's save
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few more steps
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "SIGTERM received" in output, output
+    state = ck.load_train_state(out)
+    meta = json.loads((out / "config.json").read_text())
+    assert state["samples_seen"] == meta["samples_seen"] >= 4
+    assert state["samples_seen"] % 4 == 0 and state["samples_seen"] < 1000000
+    more = state["samples_seen"] + 4
+    result = runner.invoke(app, ["train", "--out", str(out), "--max-samples", str(more),
+                                 "--resume", *TINY])
+    assert result.exit_code == 0, result.output
+    assert ck.load_train_state(out)["samples_seen"] == more
+
+
+def test_a_second_signal_is_not_caught_and_handlers_are_restored():
+    import os
+    import signal
+
+    from sparling_core.training.stop import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest() as stop:
+        assert stop.requested is None
+        os.kill(os.getpid(), signal.SIGINT)  # the first: only asks
+        assert stop.requested == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):  # the second acts as without the handler
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    with StopRequest() as stop:  # an exception inside still restores them
+        with pytest.raises(ValueError):
+            with StopRequest():
+                raise ValueError
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 # --- 9. resuming with another configuration ---------------------------------------------------
 
 @pytest.mark.parametrize("change, words", [

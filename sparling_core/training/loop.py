@@ -3,7 +3,8 @@
 Reads top to bottom: 1. set-up (or resume), 2. the loop (step, validate, anneal, save),
 3. the final save. Every validation writes the checkpoint folder atomically, so a run
 killed at any moment resumes from its last validation with the same data, schedule and
-optimizer state (`train(config, resume=True)`).
+optimizer state (`train(config, resume=True)`). A SIGTERM or Ctrl-C is not a kill: the loop
+stops after the step in progress and saves every sample trained (training/stop.py).
 
 Under torch.distributed (W > 1 processes, `sparling train --nproc W` or torchrun; see
 training/distributed.py) the same loop runs on every rank: `batch_size` stays the global
@@ -64,6 +65,7 @@ from .resample import (
     resample_summary,
     sparse_activity,
 )
+from .stop import StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -327,10 +329,11 @@ def _broadcast_state(model: SparlingModel) -> None:
             tensor.copy_(dense)
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    t = torch.tensor([int(flag)], device=device)
+def _any_ranks(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag, true if it is true on any rank."""
+    t = torch.tensor([int(f) for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
@@ -540,122 +543,126 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     bar = tqdm(total=config.max_samples, initial=samples_seen, unit="sample",
                disable=not progress, dynamic_ncols=True)
     stop_reason = "max_samples"
-    while samples_seen < config.max_samples:
-        if finish_from is not None and samples_seen - finish_from >= config.finish_samples:
-            stop_reason = "target density reached"
-            break
-        minutes = (time.monotonic() - start_time) / 60
-        over = config.max_minutes is not None and minutes >= config.max_minutes
-        if distributed and config.max_minutes is not None:
-            over = _any_rank(over, device)  # the clocks differ: stop together
-        if over:
-            stop_reason = "max_minutes"
-            break
-        images, labels = _training_batch(domain, samples_seen, config.batch_size, rank, world)
-        if device.type != "cpu":
-            images = images.to(device, non_blocking=True)
-        if config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        inputs, targets = encode_labels(labels, config.model.max_digits, config.model.vocab_size)
-        inputs, targets = inputs.to(device), targets.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = step_model(images, inputs)
-        if not distributed:
-            sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
-                                            ignore_index=IGNORE)
-        else:  # the global batch's mean over its tokens, once DDP has averaged the ranks
-            tokens = (targets != IGNORE).sum()
-            dist.all_reduce(tokens)
-            sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
-                                            ignore_index=IGNORE, reduction="sum") * (
-                                                world / tokens.item())
-        present = presence_targets(labels, config.model.vocab_size).to(device)
-        presence_loss = F.binary_cross_entropy_with_logits(output.presence_logits, present)
-        loss = sequence_loss + output.penalty + config.model.presence_weight * presence_loss
-        if output.trunk_presence_logits is not None:  # trunk_presence_weight > 0
-            loss = loss + config.model.trunk_presence_weight * (
-                F.binary_cross_entropy_with_logits(output.trunk_presence_logits, present))
-        if not distributed:
-            step_losses = (loss.item(), sequence_loss.item(), presence_loss.item())
-        else:  # the global batch's losses: the mean over ranks of equal shares
-            reduced = torch.stack([loss, sequence_loss, presence_loss]).detach().double()
-            dist.all_reduce(reduced)
-            step_losses = tuple(v / world for v in reduced.tolist())
-        if not math.isfinite(step_losses[0]):
-            raise FloatingPointError(f"loss became {step_losses[0]} at {samples_seen} samples")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, samples_seen, finish_from)
-        optimizer.step()
-        samples_seen += config.batch_size
-        losses.append(step_losses)
-        bar.update(config.batch_size)
+    with StopRequest() as stop:  # SIGTERM / Ctrl-C: save what is trained, then stop
+        while samples_seen < config.max_samples:
+            if finish_from is not None and samples_seen - finish_from >= config.finish_samples:
+                stop_reason = "target density reached"
+                break
+            minutes = (time.monotonic() - start_time) / 60
+            over = config.max_minutes is not None and minutes >= config.max_minutes
+            asked = stop.requested is not None  # SIGTERM / SIGINT to this process
+            if distributed:  # the clocks differ, a signal reaches one rank: stop together
+                over, asked = _any_ranks([over, asked], device)
+            if over or asked:
+                stop_reason = "max_minutes" if over else (
+                    f"{stop.requested or 'another rank'} received")
+                break
+            images, labels = _training_batch(domain, samples_seen, config.batch_size, rank, world)
+            if device.type != "cpu":
+                images = images.to(device, non_blocking=True)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            inputs, targets = encode_labels(labels, config.model.max_digits,
+                                            config.model.vocab_size)
+            inputs, targets = inputs.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                output = step_model(images, inputs)
+            if not distributed:
+                sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
+                                                ignore_index=IGNORE)
+            else:  # the global batch's mean over its tokens, once DDP has averaged the ranks
+                tokens = (targets != IGNORE).sum()
+                dist.all_reduce(tokens)
+                sequence_loss = F.cross_entropy(output.logits.flatten(0, 1), targets.flatten(),
+                                                ignore_index=IGNORE, reduction="sum") * (
+                                                    world / tokens.item())
+            present = presence_targets(labels, config.model.vocab_size).to(device)
+            presence_loss = F.binary_cross_entropy_with_logits(output.presence_logits, present)
+            loss = sequence_loss + output.penalty + config.model.presence_weight * presence_loss
+            if output.trunk_presence_logits is not None:  # trunk_presence_weight > 0
+                loss = loss + config.model.trunk_presence_weight * (
+                    F.binary_cross_entropy_with_logits(output.trunk_presence_logits, present))
+            if not distributed:
+                step_losses = (loss.item(), sequence_loss.item(), presence_loss.item())
+            else:  # the global batch's losses: the mean over ranks of equal shares
+                reduced = torch.stack([loss, sequence_loss, presence_loss]).detach().double()
+                dist.all_reduce(reduced)
+                step_losses = tuple(v / world for v in reduced.tolist())
+            if not math.isfinite(step_losses[0]):
+                raise FloatingPointError(f"loss became {step_losses[0]} at {samples_seen} samples")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, samples_seen, finish_from)
+            optimizer.step()
+            samples_seen += config.batch_size
+            losses.append(step_losses)
+            bar.update(config.batch_size)
 
-        if samples_seen - last_val >= config.val_every:
-            # Validate in eval mode, let the schedule anneal, log, and save.
-            last_val = samples_seen - samples_seen % config.val_every
-            accuracy, realised = _validate(model, val_images, val_labels, rank, world)
-            # once the target is reached the density stays put for `finish_samples`
-            lowered = finish_from is None and schedule.step(samples_seen, accuracy)
-            if schedule.done and finish_from is None:
-                finish_from = samples_seen
-            model.set_density(schedule.density)
-            resampled = []
-            if (config.resample_duplicates
-                    and schedule.density <= config.resample_below_density
-                    and (last_resample is None
-                         or samples_seen - last_resample >= config.resample_cooldown)):
-                # never leave a fresh channel in the final save: resample only if there is
-                # at least one more validation interval to train it (a resample restarts
-                # finish_samples; max_minutes cannot be foreseen)
-                more = samples_seen + config.val_every <= config.max_samples
-                if not distributed:
-                    resampled = more and _plan_resampling(model, val_images, val_labels,
-                                                          config, pending, retries) or []
-                else:  # rank 0 decides (it may forget pending channels) and tells the rest
-                    box = [(more and _plan_resampling(model, val_images, val_labels, config,
-                                                      pending, retries) or [],
-                            pending, retries) if rank == 0 else None]
-                    dist.broadcast_object_list(box, src=0)
-                    resampled, pending, retries = box[0]
-                if resampled:
-                    for drop, keep, _ in resampled:
-                        retries[drop] = retries.get(drop, 0) + 1 if keep == FAILED else 0
-                    pending.update({drop: digit for drop, _, digit in resampled})
-                    resample_channels(model, [r[0] for r in resampled], optimizer,
-                                      targets=[r[2] for r in resampled],
-                                      target_weight=config.resample_target_weight,
-                                      aim=config.resample_aim)
-                    if distributed:  # fresh weights come from the RNG: rank 0's hold
-                        _broadcast_state(model)
-                    last_resample = samples_seen
-                    if finish_from is not None:
-                        finish_from = samples_seen
-                    logger.info("resampled %s", resample_summary(resampled))
-            elapsed = time.monotonic() - start_time
-            row = {
-                "samples": samples_seen,
-                "loss": float(np.mean([x[0] for x in losses])) if losses else None,
-                "sequence_loss": float(np.mean([x[1] for x in losses])) if losses else None,
-                "presence_loss": float(np.mean([x[2] for x in losses])) if losses else None,
-                "accuracy": accuracy, "density": schedule.density,
-                "realised_density": realised, "threshold": getattr(schedule, "threshold", None),
-                "lowered": lowered, "resampled": [list(p) for p in resampled],
-                "lr": optimizer.param_groups[0]["lr"],
-                "wall_s": round(elapsed, 1),
-                "samples_per_s": round((samples_seen - start_samples) / max(elapsed, 1e-9), 1),
-                # where the wall time was measured: a claim read off wall_s needs both
-                "device": device.type, "threads": torch.get_num_threads(),
-                "world_size": world,
-            }
-            history.append(row)
-            losses = []
-            bar.set_postfix(acc=f"{accuracy:.3f}", density=f"{schedule.density:.3g}",
-                            T=f"{row['threshold'] or 0:.3f}")
-            if rank == 0:
-                logger.info("validation %s", row)
-            save()
+            if samples_seen - last_val >= config.val_every:
+                # Validate in eval mode, let the schedule anneal, log, and save.
+                last_val = samples_seen - samples_seen % config.val_every
+                accuracy, realised = _validate(model, val_images, val_labels, rank, world)
+                # once the target is reached the density stays put for `finish_samples`
+                lowered = finish_from is None and schedule.step(samples_seen, accuracy)
+                if schedule.done and finish_from is None:
+                    finish_from = samples_seen
+                model.set_density(schedule.density)
+                resampled = []
+                if (config.resample_duplicates
+                        and schedule.density <= config.resample_below_density
+                        and (last_resample is None
+                             or samples_seen - last_resample >= config.resample_cooldown)):
+                    # never leave a fresh channel in the final save: resample only if there is
+                    # at least one more validation interval to train it (a resample restarts
+                    # finish_samples; max_minutes cannot be foreseen)
+                    more = samples_seen + config.val_every <= config.max_samples
+                    if not distributed:
+                        resampled = more and _plan_resampling(model, val_images, val_labels,
+                                                              config, pending, retries) or []
+                    else:  # rank 0 decides (it may forget pending channels) and tells the rest
+                        box = [(more and _plan_resampling(model, val_images, val_labels, config,
+                                                          pending, retries) or [],
+                                pending, retries) if rank == 0 else None]
+                        dist.broadcast_object_list(box, src=0)
+                        resampled, pending, retries = box[0]
+                    if resampled:
+                        for drop, keep, _ in resampled:
+                            retries[drop] = retries.get(drop, 0) + 1 if keep == FAILED else 0
+                        pending.update({drop: digit for drop, _, digit in resampled})
+                        resample_channels(model, [r[0] for r in resampled], optimizer,
+                                          targets=[r[2] for r in resampled],
+                                          target_weight=config.resample_target_weight,
+                                          aim=config.resample_aim)
+                        if distributed:  # fresh weights come from the RNG: rank 0's hold
+                            _broadcast_state(model)
+                        last_resample = samples_seen
+                        if finish_from is not None:
+                            finish_from = samples_seen
+                        logger.info("resampled %s", resample_summary(resampled))
+                elapsed = time.monotonic() - start_time
+                row = {
+                    "samples": samples_seen,
+                    "loss": float(np.mean([x[0] for x in losses])) if losses else None,
+                    "sequence_loss": float(np.mean([x[1] for x in losses])) if losses else None,
+                    "presence_loss": float(np.mean([x[2] for x in losses])) if losses else None,
+                    "accuracy": accuracy, "density": schedule.density,
+                    "realised_density": realised, "threshold": getattr(schedule, "threshold", None),
+                    "lowered": lowered, "resampled": [list(p) for p in resampled],
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "wall_s": round(elapsed, 1),
+                    "samples_per_s": round((samples_seen - start_samples) / max(elapsed, 1e-9), 1),
+                    # where the wall time was measured: a claim read off wall_s needs both
+                    "device": device.type, "threads": torch.get_num_threads(),
+                    "world_size": world,
+                }
+                history.append(row)
+                losses = []
+                bar.set_postfix(acc=f"{accuracy:.3f}", density=f"{schedule.density:.3g}",
+                                T=f"{row['threshold'] or 0:.3f}")
+                if rank == 0:
+                    logger.info("validation %s", row)
+                save()
     bar.close()
 
     # 3. Final save.
