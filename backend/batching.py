@@ -121,6 +121,8 @@ class Batcher:
         OpenMP threads than cores libgomp stops spinning between parallel regions, after
         which the decoder's many small ops wait for futex wake-ups (a lone request took
         44-54 ms instead of 26 after one /activations/batch call had run in a pool thread)."""
+        if threading.current_thread() is self._thread:  # already there: queueing would
+            return fn(*args, **kwargs)                  # wait for itself
         return self._wait(self._enqueue(_Call(fn, args, kwargs)))
 
     def _enqueue(self, item: _Item | _Call) -> _Item | _Call:

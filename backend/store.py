@@ -115,6 +115,14 @@ class LoadedModel:
             raise ResponseTooLarge(_too_many(count, cap, "this result"))
         return result
 
+    def _on_compute_thread(self, fn: Callable[..., T], *args) -> T:
+        """fn(*args) on the batcher's compute thread, under this model's lock."""
+        return self.batcher.call(self._under_lock, fn, *args)
+
+    def _under_lock(self, fn: Callable[..., T], *args) -> T:
+        with self.lock:
+            return fn(*args)
+
     def _locked(self, fn: Callable[..., T], *args, **kwargs) -> T:
         with self.lock:
             return fn(self.model, *args, **kwargs)
@@ -160,10 +168,11 @@ class LoadedModel:
                 raise SummariesStopped("the server is stopping")
 
         try:
-            # the model lock is held per batch, not for the whole run: other requests for
-            # this model are answered between batches
+            # each batch's forward and decodes run on the model's compute thread under its
+            # lock, not the whole run: other requests for this model are answered between
+            # batches, and no second OpenMP team slows them down meanwhile (Batcher.call)
             result = channel_summaries(self.model, n, None, self.assignment,
-                                       progress=progress, guard=self.lock)
+                                       progress=progress, run=self._on_compute_thread)
         except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
             future.set_exception(e)
         else:

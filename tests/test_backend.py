@@ -716,7 +716,7 @@ def test_channels_are_precomputed_at_start_up(checkpoints, monkeypatch):
     real = store_module.channel_summaries
 
     def recording(model, n, *args, **kwargs):
-        order.append(kwargs["guard"])  # the model's lock: which model, looked up below
+        order.append(kwargs["run"].__self__.lock)  # the model's: looked up below
         return real(model, n, *args, **kwargs)
 
     monkeypatch.setattr(store_module, "channel_summaries", recording)

@@ -216,6 +216,45 @@ def test_calls_are_never_batched_with_images():
         batcher.close(timeout=10)
 
 
+def test_a_call_from_the_compute_thread_runs_at_once():
+    """Batcher.call from inside a call (the compute thread) runs in place instead of
+    queueing behind itself forever."""
+    batcher = Batcher(_echo([None]), name="stub")
+    try:
+        outer = batcher.call(lambda: (threading.current_thread().name,
+                                      batcher.call(lambda: threading.current_thread().name)))
+        assert outer == ("batcher-stub", "batcher-stub")
+    finally:
+        batcher.close(timeout=10)
+
+
+def test_channel_summaries_run_their_torch_work_on_the_compute_thread(loaded, monkeypatch):
+    """Every forward and decode of a model's channel summaries runs on its batcher's
+    compute thread (one OpenMP team per model), under its lock; the result equals the
+    summaries computed directly."""
+    from sparling_core.analysis import inspect as inspect_module
+
+    threads, real = [], inspect_module.decode_in_fixed_batches
+    real_forward = loaded.model.sparse_motifs
+
+    def decode(*args, **kwargs):
+        threads.append((threading.current_thread().name, loaded.lock.locked()))
+        return real(*args, **kwargs)
+
+    def forward(*args, **kwargs):
+        threads.append((threading.current_thread().name, loaded.lock.locked()))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(inspect_module, "decode_in_fixed_batches", decode)
+    monkeypatch.setattr(loaded.model, "sparse_motifs", forward)
+    served = loaded.summaries(3)
+    assert threads and set(threads) == {("batcher-tiny", True)}, threads
+    threads.clear()
+    direct = inspect_module.channel_summaries(loaded.model, 3, None, loaded.assignment)
+    assert {name for name, _ in threads} == {threading.current_thread().name}
+    assert served == direct
+
+
 def test_a_dense_request_over_the_cap_is_refused_before_it_joins_a_batch(loaded):
     from backend.routers.activations import _run_one
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,10 @@ __all__ = [
     "parse_assignment",
     "model_domain",
 ]
+
+T = TypeVar("T")
+# runs one forward or decode of a summary: run(fn, *args) -> fn(*args), somewhere
+Runner = Callable[..., Any]
 
 FITS = ("none", "pad", "resize")
 
@@ -443,14 +447,25 @@ class _Batch:
     active: torch.Tensor  # (B, C, H, W) bool
 
 
+def _direct(fn: Callable[..., T], *args) -> T:
+    return fn(*args)
+
+
+def _inference(fn: Callable[..., T]) -> Callable[..., T]:
+    """fn under inference mode in whichever thread runs it (grad mode is per thread)."""
+    def wrapped(*args):
+        with torch.inference_mode():
+            return fn(*args)
+    return wrapped
+
+
 def _summary_batches(model: SparlingModel, domain: Domain, n: int, first_seed: int,
-                     batch_size: int, split: str,
-                     guard: AbstractContextManager = nullcontext()) -> Iterator[_Batch]:
+                     batch_size: int, split: str, run: Runner = _direct) -> Iterator[_Batch]:
     for start in range(0, n, batch_size):
         samples = domain.samples(range(first_seed + start, first_seed + min(n, start + batch_size)),
                                  split)
-        with guard:
-            maps = model.sparse_motifs(_to_tensor(model, np.stack([s.image for s in samples])))
+        maps = run(_inference(model.sparse_motifs),
+                   _to_tensor(model, np.stack([s.image for s in samples])))
         yield _Batch(samples, maps, model.bottleneck.active(maps))
 
 
@@ -491,7 +506,7 @@ def _symbol_masks(domain: Domain, sample: Sample, h: int, w: int) -> dict[int, n
 
 
 def _decode_changes(model: SparlingModel, batch: _Batch, decode_batch: int,
-                    guard: AbstractContextManager = nullcontext()) -> np.ndarray:
+                    run: Runner = _direct) -> np.ndarray:
     """Per channel, how many of the batch's images decode to another sequence once the
     channel is removed from their sparse map (zeroed). Images where the channel is not on
     keep their map and so their decode; only the others are decoded again. Decoding runs in
@@ -499,16 +514,15 @@ def _decode_changes(model: SparlingModel, batch: _Batch, decode_batch: int,
     c = batch.maps.shape[1]
     changed = np.zeros(c, dtype=np.int64)
     fires = batch.active.flatten(2).any(dim=2)  # (B, C)
-    with guard:
-        before, _ = decode_in_fixed_batches(model, batch.maps, decode_batch)
+    decode = _inference(decode_in_fixed_batches)
+    before, _ = run(decode, model, batch.maps, decode_batch)
     for ch in range(c):
         rows = fires[:, ch].nonzero()[:, 0]
         if not len(rows):
             continue
         edited = batch.maps[rows].clone()
         edited[:, ch] = 0
-        with guard:
-            after, _ = decode_in_fixed_batches(model, edited, decode_batch)
+        after, _ = run(decode, model, edited, decode_batch)
         changed[ch] = sum(a != before[i] for a, i in zip(after, rows.tolist(), strict=True))
     return changed
 
@@ -572,7 +586,7 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                       batch_size: int = 50, max_values: int = 4_000_000, split: str = "val",
                       decode_batch: int = 8,
                       progress: Callable[[int, int], None] | None = None,
-                      guard: AbstractContextManager | None = None) -> list[dict]:
+                      run: Runner | None = None) -> list[dict]:
     """Per channel over the model's domain's images first_seed .. first_seed + n - 1 of
     `split` (default: its first n validation images):
 
@@ -594,12 +608,14 @@ def channel_summaries(model: SparlingModel, n: int = 500,
     exact; when more than `max_values` values are on (a dense model), it is counted in a
     second pass instead of holding them all, and the median and middle crops come from the
     activations held until then. `progress(done, n)` is called after each batch of images
-    (it may raise to stop the work); `guard` (a lock, say) is held around each forward and
-    decode, so that a service can run other requests between batches."""
+    (it may raise to stop the work). `run(fn, *args)` runs each forward and decode (default:
+    in this thread); a service passes one that runs it on its model's compute thread under
+    the model's lock, so that other requests are answered between batches and all of a
+    model's torch work stays on one thread."""
     _check_eval(model)
     if n < 1:
         raise ValueError("n must be >= 1")
-    guard = nullcontext() if guard is None else guard
+    run = _direct if run is None else run
     domain = model_domain(model)
     first_seed = domain.first_seed(split) if first_seed is None else first_seed
     c = model.config.motif_channels
@@ -615,7 +631,7 @@ def channel_summaries(model: SparlingModel, n: int = 500,
     confusion = np.zeros((s_count, c), dtype=np.int64)
     total, stored, done = 0, 0, 0
     with torch.inference_mode():
-        for batch in _summary_batches(model, domain, n, first_seed, batch_size, split, guard):
+        for batch in _summary_batches(model, domain, n, first_seed, batch_size, split, run):
             b, _, h, w = batch.maps.shape
             total += b * h * w
             counts += batch.active.sum(dim=(0, 2, 3)).numpy()
@@ -645,7 +661,7 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                     for m in align_image(batch.maps[i], pairs, batch.active[i]).matches:
                         if m.channel is not None:
                             confusion[m.symbol, m.channel] += 1
-            changed += _decode_changes(model, batch, decode_batch, guard)
+            changed += _decode_changes(model, batch, decode_batch, run)
             done += b
             if progress is not None:
                 progress(done, n)
@@ -660,7 +676,7 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                     hist[ch] = np.histogram(v, bins, ranges[ch])[0]
         else:
             for batch in _summary_batches(model, domain, n, first_seed, batch_size, split,
-                                          guard):
+                                          run):
                 for ch in range(c):
                     v = batch.maps[:, ch][batch.active[:, ch]].float().numpy()
                     hist[ch] += np.histogram(v, bins, ranges[ch])[0]
