@@ -131,12 +131,25 @@ def test_sigterm_saves_every_trained_sample_and_resumes(tmp_path):
 
 
 def test_a_second_signal_is_not_caught_and_handlers_are_restored():
-    import os
     import signal
 
     from sparling_core.training.stop import StopRequest
 
+    # Python's own SIGINT handler as "the one before" (an earlier test in the same process
+    # may have left another one installed)
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _second_signal_and_restored_handlers(StopRequest)
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
+def _second_signal_and_restored_handlers(StopRequest) -> None:
+    import os
+    import signal
+
     before = signal.getsignal(signal.SIGINT)
+    assert before is signal.default_int_handler
     with StopRequest() as stop:
         assert stop.requested is None
         os.kill(os.getpid(), signal.SIGINT)  # the first: only asks
