@@ -364,3 +364,53 @@ def test_decoder_errors_counts_a_checkpoint(tmp_path, capsys):
     assert "answers wrong" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         errors.main([str(tmp_path / "nope")])
+
+
+def test_decoder_errors_rule_reads_the_sorted_channels_by_majority_digit(tmp_path):
+    errors = importlib.import_module("experiments.decoder_errors")
+    from sparling_core.models.sparling import ChannelDecoder
+
+    dec = ChannelDecoder(10, 100, 8, 1, 0, 0, 7)
+    digit_of = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]  # channel c names digit 9 - c
+    maps = torch.zeros(1, 10, 100, 100)
+    # down -> right -> up: channels 2, 6, 4 in the label's angular order
+    for c, (r, col) in ((2, (80, 50)), (6, (50, 80)), (4, (20, 50))):
+        maps[0, c, r, col] = 1.0
+    assert errors.rule_readout(dec, maps, digit_of) == [[3, 5, 7]]  # 7, 3, 5 rotated
+    assert errors.rule_readout(dec, torch.zeros(1, 10, 100, 100), digit_of) == [[]]
+    shipped = ROOT / "checkpoints" / "digit-circle-mt"
+    report = errors.decoder_errors(shipped, 20, rule=True)
+    rule = report["rule"]
+    assert rule["right"] + sum(rule[k] for k in errors.KINDS) == 20
+    assert sum(rule["with_decoder"].values()) == 20
+    assert rule["right"] >= 15  # the shipped model's channels read right on most images
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((shipped / name).read_bytes())
+    with pytest.raises(SystemExit, match="needs .*metrics.json"):
+        errors.decoder_errors(bare, 5, rule=True)
+
+
+def test_channel_decoder_probe_decodes_summaries_as_the_model_decodes_maps(tmp_path):
+    probe = importlib.import_module("experiments.channel_decoder_probe")
+    from sparling_core.models.sparling import ModelConfig, SparlingModel
+
+    clean, labels = probe.SyntheticMaps(seed=1, jitter=1, extra=0.0).test(8)
+    assert len(labels) == 8 and clean[0].shape == (8, 10, 10)
+    firing = torch.tensor([len(x) for x in labels])
+    assert (clean[2].sum(1) == firing).all()  # one channel per digit
+    noisy, _ = probe.SyntheticMaps(seed=1, jitter=1, extra=1.0).test(8)
+    assert (noisy[2].sum(1) >= firing).all() and (noisy[0] != clean[0]).any()
+    torch.manual_seed(0)
+    model = SparlingModel(ModelConfig(cyclic_neighbours=True)).eval()
+    maps = torch.zeros(2, 10, 100, 100)
+    maps[0, 3, 40, 40] = maps[0, 5, 60, 70] = maps[1, 1, 20, 30] = 1.0
+    assert probe.decode(model, probe.summaries(maps)) == model.decode_motifs(maps)[0]
+    out = tmp_path / "probe.json"
+    assert probe.main(["--variants", "plain", "--samples", "64", "--every", "32",
+                       "--test", "10", "--json", str(out)]) == 0
+    curve = json.loads(out.read_text())["curves"]["plain"]
+    assert [row["samples"] for row in curve] == [32, 64]
+    with pytest.raises(SystemExit):
+        probe.main(["--variants", "bogus"])

@@ -92,6 +92,49 @@ def test_channel_decoder_passes_gradient_to_the_active_values():
     assert grad[1, 30, 41] != 0
 
 
+def test_cyclic_neighbours_give_each_firing_token_its_predecessor_and_successor():
+    dec = ChannelDecoder(5, 100, 5, 1, 1, 1, 7, cyclic_neighbours=True)
+    with torch.no_grad():  # before: identity; after: 10 x identity, no biases
+        dec.before_proj.weight.copy_(torch.eye(5))
+        dec.after_proj.weight.copy_(10 * torch.eye(5))
+        dec.before_proj.bias.zero_()
+        dec.after_proj.bias.zero_()
+    tokens = torch.eye(5)[None]  # slot i is the one-hot e_i; the first 3 fire
+    got = dec._neighbours(tokens, torch.tensor([3]))[0]
+    e = torch.eye(5)
+    assert torch.equal(got[0], e[2] + 10 * e[1])  # cyclic: before slot 0 is slot 2
+    assert torch.equal(got[1], e[0] + 10 * e[2])
+    assert torch.equal(got[2], e[1] + 10 * e[0])
+    assert not got[3:].any()  # silent slots get nothing
+    one = dec._neighbours(tokens, torch.tensor([1]))[0]
+    assert torch.equal(one[0], e[0] + 10 * e[0]) and not one[1:].any()  # its own neighbour
+
+
+def test_cyclic_neighbours_change_the_memory_and_keep_gradients():
+    torch.manual_seed(0)
+    plain = ChannelDecoder(10, 100, 16, 2, 1, 1, 7)
+    torch.manual_seed(0)
+    linked = ChannelDecoder(10, 100, 16, 2, 1, 1, 7, cyclic_neighbours=True)
+    motifs = _points({1: (30, 40), 6: (70, 60), 8: (50, 20)}).requires_grad_()
+    a, mask_a = plain.encode(motifs)
+    b, mask_b = linked.encode(motifs)
+    assert torch.equal(mask_a, mask_b) and not torch.allclose(a, b)
+    inputs, _ = encode_labels([[1, 8, 6]], 6)
+    linked(b, mask_b, inputs).sum().backward()
+    assert linked.after_proj.weight.grad.abs().sum() > 0
+    assert motifs.grad[0, 6, 70, 60] != 0
+
+
+def test_cyclic_neighbours_are_off_by_default_and_only_for_the_channel_decoder():
+    assert not ModelConfig().cyclic_neighbours
+    assert not hasattr(SparlingModel(tiny_config()).decoder, "after_proj")
+    assert hasattr(SparlingModel(tiny_config(cyclic_neighbours=True)).decoder, "after_proj")
+    with pytest.raises(ValueError, match="cyclic_neighbours is an option of the 'channels'"):
+        ModelConfig(decoder="points", cyclic_neighbours=True)
+    with pytest.raises(ValueError, match="cyclic_neighbours must be true or false"):
+        ModelConfig(cyclic_neighbours=1)
+
+
 @pytest.mark.slow
 def test_channel_decoder_learns_the_cyclic_order_from_perfect_maps():
     """On ground-truth point maps the decoder alone learns the task (oracle check)."""

@@ -79,6 +79,11 @@ class ModelConfig:
     # points also gets a learned bias from their displacement (RelativePointEncoder), as in
     # point-cloud transformers. Neither knows a domain rule.
     point_encoder: str = "set"
+    # "channels" only: each channel token also gets its cyclic neighbours' features (the
+    # channels just before and after it in angular order), so that naming the digit after
+    # the previous one is one lookup instead of a learned rank arithmetic
+    # (experiments/channel_decoder_probe.py measures what it buys). False in older checkpoints.
+    cyclic_neighbours: bool = False
     d_model: int = 64
     n_heads: int = 4
     encoder_layers: int = 2
@@ -125,6 +130,8 @@ class ModelConfig:
         h, w = self.image_shape
         if h < 2 or w < 2 or h % 2 or w % 2:
             raise ValueError(f"image height and width must be even and >= 2, got {h}x{w}")
+        if self.cyclic_neighbours and self.decoder != "channels":
+            raise ValueError("cyclic_neighbours is an option of the 'channels' decoder")
         if self.decoder != "points" and (h != w or h % self.pool):
             raise ValueError(f"the {self.decoder!r} decoder needs square images divisible "
                              "by pool; use decoder 'points'")
@@ -170,7 +177,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not 0 < len(value) <= 1000:
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-        for name in ("phase_tied", "batch_norm", "channel_summaries"):
+        for name in ("phase_tied", "batch_norm", "channel_summaries", "cyclic_neighbours"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.image_size, (list, tuple)):
@@ -466,15 +473,23 @@ class ChannelDecoder(nn.Module):
     decoder then only have to name each channel's digit and rotate the cycle. The sort
     is an index operation; the gradient reaches the motif values through mass, peak and
     place. Nothing here sees motif positions from the data: only the sparse map.
+
+    With `cyclic_neighbours`, each token also carries (a projection of) the features of
+    the firing channels just before and after it in that cyclic order, so that the digit
+    after the previous one is read from the previous one's token in one lookup.
     """
 
     RANK_HARMONICS = 3
 
     def __init__(self, channels: int, image_size: int, d_model: int, n_heads: int,
                  encoder_layers: int, decoder_layers: int, max_len: int,
-                 vocab_size: int = NUM_CLASSES):
+                 vocab_size: int = NUM_CLASSES, cyclic_neighbours: bool = False):
         super().__init__()
         self.channels = channels
+        self.cyclic_neighbours = cyclic_neighbours
+        if cyclic_neighbours:
+            self.before_proj = nn.Linear(d_model, d_model)
+            self.after_proj = nn.Linear(d_model, d_model)
         coords = (torch.arange(image_size).float() + 0.5) / image_size * 2 - 1
         self.register_buffer("coords", coords, persistent=False)
         self.channel_embedding = nn.Parameter(torch.randn(channels, d_model) * 0.02)
@@ -512,17 +527,38 @@ class ChannelDecoder(nn.Module):
 
     def encode(self, motifs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """motifs (N, C, H, W) -> memory (N, C, d) in angular order, key padding mask."""
-        features, order, present = self.summarise(motifs)
+        return self.encode_summary(*self.summarise(motifs))
+
+    def encode_summary(self, features: torch.Tensor, order: torch.Tensor,
+                       present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`summarise`'s output -> memory (N, C, d) in angular order, key padding mask."""
         tokens = self.features(features) + self.channel_embedding  # (N, C, d)
         tokens = tokens.gather(1, order[..., None].expand_as(tokens))
         count = present.sum(1).clamp_min(1).float()
-        rank = torch.arange(self.channels, device=motifs.device).float() / count[:, None]
+        rank = torch.arange(self.channels, device=features.device).float() / count[:, None]
         harmonics = (2 * math.pi * rank)[..., None] * torch.arange(
-            1, self.RANK_HARMONICS + 1, device=motifs.device)
-        tokens = tokens + self.rank_proj(torch.cat([harmonics.cos(), harmonics.sin()], -1))
+            1, self.RANK_HARMONICS + 1, device=features.device)
+        ranks = self.rank_proj(torch.cat([harmonics.cos(), harmonics.sin()], -1))
+        if self.cyclic_neighbours:
+            tokens = tokens + self._neighbours(tokens, present.sum(1))
+        tokens = tokens + ranks
         mask = ~present.gather(1, order)
         mask[:, 0] = False  # an empty map still leaves one key to attend to
         return self.encoder(tokens, src_key_padding_mask=mask), mask
+
+    def _neighbours(self, tokens: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """tokens (N, C, d) in angular order, the first count (N,) of them firing -> the
+        projected features of each firing token's cyclic predecessor and successor among
+        the firing ones (N, C, d); zero for the silent ones."""
+        c = tokens.shape[1]
+        slot = torch.arange(c, device=tokens.device)[None].expand(tokens.shape[0], c)
+        n = count[:, None].clamp_min(1)
+        firing = slot < count[:, None]
+        before = torch.where(firing, (slot - 1) % n, slot)
+        after = torch.where(firing, (slot + 1) % n, slot)
+        pick = lambda idx: tokens.gather(1, idx[..., None].expand_as(tokens))  # noqa: E731
+        both = self.before_proj(pick(before)) + self.after_proj(pick(after))
+        return both * firing[..., None]
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
                 inputs: torch.Tensor) -> torch.Tensor:
@@ -764,7 +800,8 @@ class SparlingModel(nn.Module):
         elif config.decoder == "channels":
             self.decoder = ChannelDecoder(
                 config.motif_channels, config.image_size, config.d_model, config.n_heads,
-                config.encoder_layers, config.decoder_layers, max_len, vocab)
+                config.encoder_layers, config.decoder_layers, max_len, vocab,
+                cyclic_neighbours=config.cyclic_neighbours)
         else:
             self.decoder = MotifDecoder(
                 config.motif_channels, config.image_size, config.pool, 0,
