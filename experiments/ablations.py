@@ -215,6 +215,9 @@ def _train_evaluate_ship(name: str, cfg: dict, out: Path, eval_n: int,
         train(TrainConfig.from_dict(cfg), resume=True, progress=False)
         logging.info("%s: training took %.1f min in this process", name,
                      (time.monotonic() - started) / 60)
+        if not load_train_state(out).get("complete", True):  # a signal stopped it early
+            raise RuntimeError(f"{name} stopped before its budget (saved; rerun the same "
+                               "command to resume it)")
         torch.set_num_threads(cfg["threads"])
         ckpt = load_checkpoint(out, device=cfg.get("device", "cpu"))
         report = evaluate(ckpt.model, n=eval_n, first_seed=dc.TEST_SEEDS_START)

@@ -123,11 +123,13 @@ def test_sigterm_saves_every_trained_sample_and_resumes(tmp_path):
     meta = json.loads((out / "config.json").read_text())
     assert state["samples_seen"] == meta["samples_seen"] >= 4
     assert state["samples_seen"] % 4 == 0 and state["samples_seen"] < 1000000
+    assert state["complete"] is False  # cut short: a script must not evaluate it as done
     more = state["samples_seen"] + 4
     result = runner.invoke(app, ["train", "--out", str(out), "--max-samples", str(more),
                                  "--resume", *TINY])
     assert result.exit_code == 0, result.output
     assert ck.load_train_state(out)["samples_seen"] == more
+    assert ck.load_train_state(out)["complete"] is True  # its budget reached
 
 
 def test_a_second_signal_is_not_caught_and_handlers_are_restored():

@@ -414,3 +414,17 @@ def test_channel_decoder_probe_decodes_summaries_as_the_model_decodes_maps(tmp_p
     assert [row["samples"] for row in curve] == [32, 64]
     with pytest.raises(SystemExit):
         probe.main(["--variants", "bogus"])
+
+
+def test_a_run_cut_short_is_not_evaluated_and_resumes_on_the_next_call(ablations, tmp_path):
+    """A run stopped before its budget (max_minutes here; SIGTERM or Ctrl-C alike) is saved
+    but neither evaluated nor counted as finished; the same call again resumes it."""
+    out = tmp_path / "run"
+    cfg = {**json.loads(_tiny_config(tmp_path).read_text()), "out": str(out),
+           "max_samples": 32, "threads": 1, "max_minutes": 1e-9}
+    with pytest.raises(RuntimeError, match="stopped before its budget"):
+        ablations.run_variant("mt", cfg, 4, None)
+    assert not (out / "eval.json").exists()
+    cfg["max_minutes"] = None
+    report = ablations.run_variant("mt", cfg, 4, None)
+    assert report["samples_seen"] == 32 and (out / "eval.json").exists()

@@ -518,6 +518,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
 
     fresh = state is None  # the first save of a fresh run keeps nothing of the folder
 
+    # The final save records whether the run ended where its config ends it (a budget or
+    # the finish), not cut short by max_minutes or a signal: a script that evaluates runs
+    # when train() returns reads "complete" from the train state (experiments/ablations.py).
+    complete = False
+
     def save(metrics: dict | None = None) -> None:
         nonlocal fresh
         if rank:
@@ -529,6 +534,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             "last_resample": last_resample,
             "resample_pending": [[c, d] for c, d in pending.items()],
             "resample_retries": [[c, k] for c, k in retries.items()], "history": history,
+            "complete": complete,
             "config": {"model": config.model.to_dict(), "train": config.to_dict()},
         }
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
@@ -666,6 +672,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     bar.close()
 
     # 3. Final save.
+    complete = stop_reason in ("max_samples", "target density reached")
     save()
     if distributed:
         dist.barrier()  # every rank returns once the folder is written
