@@ -26,6 +26,7 @@ samples here than the motif model needs to reach clean motifs limits a short rec
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -91,9 +92,14 @@ class SyntheticMaps:
 Summaries = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ChannelDecoder.summarise's
 
 
+@functools.cache
+def _reader(channels: int, size: int) -> ChannelDecoder:
+    return ChannelDecoder(channels, size, 8, 1, 0, 0, 2)  # only its summarise is used
+
+
 def summaries(maps: torch.Tensor) -> Summaries:
     """What the channel decoder reads of a batch of maps (no parameters involved)."""
-    return ChannelDecoder(maps.shape[1], maps.shape[-1], 8, 1, 0, 0, 2).summarise(maps)
+    return _reader(maps.shape[1], maps.shape[-1]).summarise(maps)
 
 
 class FrozenMaps:
