@@ -106,11 +106,15 @@ class Recipe:
     seeded_names: bool  # runs named NAME-sS (else NAME, one seed)
     prefix: str = ""  # before every run's name (recipes must not share run folders)
     finish_to_budget: bool = False  # finish_samples = the budget: every row trains it all
+    # an evaluated checkpoint trained with this recipe's config: the MT row of its seed when
+    # this script has not trained that seed itself (see `reference_report`)
+    reference: Path | None = None
 
 
 RECIPES = {
     "shipped": Recipe(ROOT / "configs/digit-circle-mt.json", 300_000, (1, 2), None,
-                      ROOT / "experiments/ablations-shipped.md", True),
+                      ROOT / "experiments/ablations-shipped.md", True,
+                      reference=ROOT / "checkpoints/digit-circle-mt"),
     "legacy": Recipe(ROOT / "configs/digit-circle-mt-untied.json", 160_000, (1,), False,
                      ROOT / "experiments/ablations.md", False),
     "fast": Recipe(ROOT / "configs/digit-circle-mt-fast.json", 180_000, (1, 2), None,
@@ -230,6 +234,40 @@ def _train_evaluate_ship(name: str, cfg: dict, out: Path, eval_n: int,
     return report
 
 
+# settings that do not change what a run learns (where it is saved, its threads, its limits)
+RUN_ONLY_KEYS = frozenset({"out", "threads", "max_samples", "max_minutes", "device"})
+
+
+def reference_report(reference: Path, cfg: dict) -> dict | None:
+    """REFERENCE's evaluation (its metrics.json, with wall minutes from its history) as the
+    row of the run `cfg` describes, or None when REFERENCE was trained with another seed or
+    any other setting than `cfg`'s (the run-only keys aside: its sample budget may differ,
+    which the table shows in its samples column). The shipped checkpoint is seed 1 of the
+    shipped recipe, so that seed need not be trained twice."""
+    from sparling_core.training.loop import TrainConfig
+
+    metrics, saved = reference / "metrics.json", reference / "config.json"
+    if not (metrics.is_file() and saved.is_file()):
+        return None
+    try:  # through TrainConfig both ways: settings added since it was saved take defaults
+        theirs = TrainConfig.from_dict(json.loads(saved.read_text())["train"]).to_dict()
+    except (KeyError, TypeError, ValueError):
+        return None
+    ours = TrainConfig.from_dict(cfg).to_dict()
+    for key, value in ours.items():
+        if key in RUN_ONLY_KEYS or (key == "bf16" and None in (value, theirs[key])):
+            continue  # bf16 None: auto, which is on wherever the other was trained with it
+        if theirs[key] != value:
+            return None
+    report = json.loads(metrics.read_text())
+    history = reference / "history.jsonl"
+    if "train_minutes" not in report and history.is_file():
+        rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        report["train_minutes"] = _train_minutes(rows)
+    report["reference"] = str(reference)
+    return report
+
+
 def _train_minutes(history: list[dict]) -> float:
     """Wall minutes over every resume: the sum of each segment's last wall_s."""
     total, last = 0.0, 0.0
@@ -312,6 +350,11 @@ def table(reports: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _optional_path(text: str) -> Path | None:
+    """A path argument where '' means none (Path('') would be the current folder)."""
+    return Path(text) if text else None
+
+
 def _parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -345,14 +388,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads per run (default: cores // parallel)")
     p.add_argument("--eval-n", type=int, default=10_000, help="test images per evaluation")
     p.add_argument("--runs", type=Path, default=ROOT / "runs/ablations")
-    p.add_argument("--ship", type=Path, default=ROOT / "checkpoints",
+    p.add_argument("--ship", type=_optional_path, default=ROOT / "checkpoints",
                    help="ship each as SHIP/ablation-RUN ('' to skip)")
     p.add_argument("--resample", action=argparse.BooleanOptionalAction, default=None,
                    help="force duplicate-channel resampling on or off for every variant "
                         "(default: the recipe's: legacy off, shipped as its config)")
-    p.add_argument("--reference", type=Path, default=None,
+    p.add_argument("--reference", default=None,
                    help="legacy: an evaluated checkpoint for the MT row (default: RUNS/mt, "
-                        "else the shipped ablation-mt)")
+                        "else the shipped ablation-mt); seeded recipes: the MT row of the "
+                        "seed it was trained with, when no run of that seed is found, and "
+                        "only if its config is the recipe's (default: shipped: "
+                        "checkpoints/digit-circle-mt; '' for none)")
     p.add_argument("--table", type=Path, default=None,
                    help="where the markdown table goes, its .json beside it (default: the "
                         "recipe's)")
@@ -363,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     config = args.config or recipe.config
     table_path = args.table or recipe.table
     resample = recipe.resample if args.resample is None else args.resample
+    reference = recipe.reference if args.reference is None else _optional_path(args.reference)
     try:
         seeds = _parse_seeds(args.seeds) if args.seeds else recipe.seeds
     except ValueError as e:
@@ -410,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = variant_config(base, VARIANTS[name][0], args.runs / run, budget, threads,
                                      resample, seed if recipe.seeded_names else None,
                                      args.device, recipe.finish_to_budget)
-                ship_to = None if not str(args.ship) else args.ship / f"ablation-{run}"
+                ship_to = None if args.ship is None else args.ship / f"ablation-{run}"
                 jobs[pool.submit(run_variant, run, cfg, args.eval_n, ship_to)] = run
             for future in as_completed(jobs):
                 run = jobs[future]
@@ -429,13 +476,17 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds if recipe.seeded_names else (None,):
             run = run_name(name, seed) if seed is not None else name
             sources = [args.runs / run / "eval.json"]
-            if name == "mt" and not recipe.seeded_names and args.reference is not None:
-                sources.insert(0, args.reference / "metrics.json")
-            if str(args.ship):
+            if name == "mt" and not recipe.seeded_names and reference is not None:
+                sources.insert(0, reference / "metrics.json")
+            if args.ship is not None:
                 sources.append(args.ship / f"ablation-{run}" / "metrics.json")
             found = next((path for path in sources if path.is_file()), None)
-            if found is not None:
-                report = json.loads(found.read_text())
+            report = json.loads(found.read_text()) if found is not None else None
+            if report is None and name == "mt" and recipe.seeded_names and reference:
+                report = reference_report(reference, variant_config(
+                    base, VARIANTS[name][0], args.runs / run, budget, threads, resample, seed,
+                    args.device, recipe.finish_to_budget))
+            if report is not None:
                 report["seed"] = seed
                 reports.setdefault(name, []).append(report)
     if not reports:

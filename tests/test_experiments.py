@@ -428,3 +428,36 @@ def test_a_run_cut_short_is_not_evaluated_and_resumes_on_the_next_call(ablations
     cfg["max_minutes"] = None
     report = ablations.run_variant("mt", cfg, 4, None)
     assert report["samples_seen"] == 32 and (out / "eval.json").exists()
+
+
+def test_a_reference_checkpoint_is_the_mt_row_of_the_seed_and_config_it_was_trained_with(
+        ablations, tmp_path, monkeypatch, capsys):
+    """Seeded recipes take an evaluated checkpoint (the shipped recipe: the shipped
+    digit-circle-mt, seed 1) as the MT row of its own seed when no run of that seed is
+    found, and only when it was trained with the recipe's config; `--ship ''` ships
+    nothing (it used to mean the current folder)."""
+    monkeypatch.chdir(tmp_path)
+    config = _tiny_config(tmp_path)
+    common = ["--config", str(config), "--only", "mt", "--max-samples", "16", "--eval-n", "4",
+              "--parallel", "1", "--threads", "1", "--table", str(tmp_path / "t.md")]
+    assert ablations.main([*common, "--seeds", "1", "--runs", str(tmp_path / "a"),
+                           "--ship", ""]) == 0
+    assert not list(tmp_path.glob("ablation-*"))
+    ship = tmp_path / "ship"
+    assert ablations.main([*common, "--seeds", "1", "--runs", str(tmp_path / "b"),
+                           "--ship", str(ship)]) == 0
+    reference = ship / "ablation-mt-s1"
+    table = ["--table-only", "--runs", str(tmp_path / "none"), "--ship", "", "--reference",
+             str(reference)]
+    assert ablations.main([*common, "--seeds", "1,2", *table]) == 0
+    row = json.loads((tmp_path / "t.json").read_text())["mt"]
+    expected = json.loads((reference / "metrics.json").read_text())
+    assert row["seeds"] == [1] and row["mean"]["e2ee"] == expected["e2ee"]
+    assert row["runs"][0]["train_minutes"] is not None
+    # another seed, or the same seed with another setting, is not that checkpoint's row
+    capsys.readouterr()
+    assert ablations.main([*common, "--seeds", "2", *table]) == 1
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(config.read_text()), "lr": 5e-4}))
+    assert ablations.main([*common, "--config", str(other), "--seeds", "1", *table]) == 1
+    assert "no finished runs" in capsys.readouterr().err

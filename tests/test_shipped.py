@@ -65,6 +65,30 @@ def test_fast_ablation_table_is_built_from_the_shipped_rows():
         assert row["mean"]["ce"] == sum(values) / len(values)
 
 
+def test_shipped_recipe_seed_table_is_built_from_the_shipped_seeds():
+    """experiments/ablations-shipped.json (the README's seed spread of the shipped recipe)
+    holds the shipped checkpoint as seed 1 and exactly the shipped ablation-mt-sS seeds,
+    each evaluated on the 10,000 test images, with the mean and spread of those values."""
+    table = json.loads((ROOT / "experiments" / "ablations-shipped.json").read_text())
+    row = table["mt"]
+    shipped = sorted(int(p.name.removeprefix("ablation-mt-s"))
+                     for p in (ROOT / "checkpoints").glob("ablation-mt-s*"))
+    assert row["seeds"] == [1, *shipped] and len(shipped) >= 1
+    for run in row["runs"]:
+        folder = ROOT / "checkpoints" / (
+            "digit-circle-mt" if run["seed"] == 1 else f"ablation-mt-s{run['seed']}")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        config = json.loads((folder / "config.json").read_text())["train"]
+        assert config["seed"] == run["seed"] and metrics["n"] == 10_000
+        assert {k: run[k] for k in ("e2ee", "fpe", "fne", "ce")} == {
+            k: metrics[k] for k in ("e2ee", "fpe", "fne", "ce")}
+        assert 300_000 <= run["samples_seen"] <= 310_000
+    for key in ("e2ee", "fpe", "fne", "ce"):
+        values = [run[key] for run in row["runs"]]
+        assert row["mean"][key] == pytest.approx(sum(values) / len(values))
+        assert (row["min"][key], row["max"][key]) == (min(values), max(values))
+
+
 @pytest.mark.parametrize("name", ["decay", "long"])
 def test_untied_fast_checkpoint_is_one_2_core_cpu_run_under_50_minutes(name):
     """checkpoints/digit-circle-mt-fast-untied-{decay,long}-s1 (README, issue 15's speed
