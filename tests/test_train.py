@@ -14,6 +14,7 @@ from helpers import tiny_config
 
 from sparling_core.analysis.evaluate import evaluate
 from sparling_core.checkpoint import load_checkpoint, load_train_state
+from sparling_core.models.sparling import ModelConfig, SparlingModel
 from sparling_core.training.loop import TrainConfig, learning_rate, train
 
 
@@ -153,6 +154,85 @@ def test_finish_lr_reaches_the_optimizer_during_the_finish_phase(tmp_path, monke
     assert rates == pytest.approx([1e-3, 1e-3, 1e-3 * quarter, 1e-3 * three_quarters])
     saved = load_train_state(out)["optimizer"]["param_groups"][0]["lr"]
     assert saved == pytest.approx(1e-3 * three_quarters)
+
+
+def test_finish_phase_tied_ties_the_motif_model_when_the_finish_begins(tmp_path, monkeypatch):
+    """An untied model anneals untied and trains the finish phase-tied: the checkpoint says
+    phase_tied, loads as a tied model with the same weights, and a run stopped inside the
+    finish and resumed ends with exactly the weights of an uninterrupted one."""
+    train_module = importlib.import_module("sparling_core.training.loop")
+    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    kw = dict(initial_threshold=1.0, decay_per_sample=1e-3, max_samples=400,
+              target_density=0.5 * 0.75**2, finish_samples=16, finish_phase_tied=True)
+    assert not tiny_config().phase_tied
+    tied_at = []
+    real_tie = train_module.SparlingModel.tie_phases
+
+    def spy(model, *args):
+        tied_at.append(model.motif_model.phase_tied)
+        return real_tie(model, *args)
+
+    monkeypatch.setattr(train_module.SparlingModel, "tie_phases", spy)
+    whole = load_checkpoint(train(_config(tmp_path / "whole", **kw), progress=False))
+    assert tied_at == [False]  # once, at the finish's start (16 samples), from untied
+    assert whole.meta["samples_seen"] == 32 and whole.config.phase_tied
+    assert whole.model.motif_model.phase_tied
+    saved = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert saved["model"]["phase_tied"] and not saved["train"]["model"]["phase_tied"]
+    # stopped 8 samples into the finish, then resumed: tied again on load, the same result
+    part = _config(tmp_path / "part", **{**kw, "max_samples": 24})
+    train(part, progress=False)
+    assert load_checkpoint(tmp_path / "part").config.phase_tied
+    train(_config(tmp_path / "part", **kw), resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "part")
+    assert resumed.meta["samples_seen"] == 32 and resumed.model.motif_model.phase_tied
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    with pytest.raises(ValueError, match="phase_tied must be false"):
+        TrainConfig(model=ModelConfig(phase_tied=True), finish_phase_tied=True)
+
+
+def test_tie_phases_keeps_the_phase_each_channel_fires_at():
+    """dominant_phases counts each channel's activations by sub-pixel phase; tie_phases(
+    phases) then answers everywhere with that phase's head row: the tied map at even pixels
+    is the untied map at the channel's phase (a shift of at most 1 px). The Adam moments
+    of the head move with its rows."""
+    from sparling_core.training.loop import _tie_phases
+
+    torch.manual_seed(0)
+    model = SparlingModel(tiny_config())
+    images = torch.rand(6, 1, *model.config.image_shape)
+    model.eval()
+    with torch.no_grad():
+        active = model.bottleneck.active(model.sparse_motifs(images))
+    counts = torch.stack([active[:, :, a::2, b::2].sum(dim=(0, 2, 3))
+                          for a in (0, 1) for b in (0, 1)], dim=1)
+    assert model.dominant_phases(images, batch_size=4) == counts.argmax(dim=1).tolist()
+    assert not model.training
+    # one Adam step, so that the head has moments; then tie at phases that move every row
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    model.motif_model(images).square().mean().backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        untied = model.motif_model(images)
+    head = model.motif_model.head
+    weight, moment = head.weight.detach().clone(), optimizer.state[head.weight]["exp_avg"].clone()
+    phases = [(c + 1) % 4 for c in range(model.config.motif_channels)]
+    model.dominant_phases = lambda _images: phases
+    _tie_phases(model, optimizer, images, rank=0)
+    assert model.config.phase_tied and model.motif_model.phase_tied
+    rows = [4 * c + k for c, k in enumerate(phases)]
+    assert torch.equal(head.weight[0::4], weight[rows])
+    assert torch.equal(optimizer.state[head.weight]["exp_avg"][0::4], moment[rows])
+    with torch.no_grad():
+        tied = model.motif_model(images)
+    for c, k in enumerate(phases):
+        a, b = divmod(k, 2)
+        assert torch.allclose(tied[:, c, 0::2, 0::2], untied[:, c, a::2, b::2], atol=1e-5)
+    with pytest.raises(ValueError, match="phases must be"):
+        SparlingModel(tiny_config()).tie_phases([0])
 
 
 def test_bf16_auto_follows_the_hardware(monkeypatch):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -881,6 +881,57 @@ class SparlingModel(nn.Module):
 
     def set_density(self, density: float) -> None:
         self.bottleneck.set_density(density)
+
+    def dominant_phases(self, images: torch.Tensor, batch_size: int = 100) -> list[int]:
+        """Per channel, the sub-pixel phase 2 * (row % 2) + (col % 2) of the pixels where
+        most of its sparse activations on `images` lie (in eval mode; 0 for a channel that
+        never fires). An untied motif model is free to put each channel's activations at
+        one phase of its own, and it does: in checkpoints/digit-circle-mt-fast-untied-long-s1
+        every channel fires at one phase only, and never at (0, 0)."""
+        counts = torch.zeros(self.config.motif_channels, 4, dtype=torch.long)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for i in range(0, len(images), batch_size):
+                    active = self.bottleneck.active(self.sparse_motifs(images[i:i + batch_size]))
+                    for a in (0, 1):
+                        for b in (0, 1):
+                            counts[:, 2 * a + b] += active[:, :, a::2, b::2].sum(
+                                dim=(0, 2, 3)).cpu()
+        finally:
+            self.train(was_training)
+        return counts.argmax(dim=1).tolist()  # ties (no activations): phase 0
+
+    def tie_phases(self, phases: list[int] | None = None) -> torch.Tensor | None:
+        """Make an untied motif model phase-tied in place: from now on every output pixel
+        is the half-resolution model's answer at one sub-pixel phase (MotifModel._all_phases
+        reads the head's rows 4c), the other rows go unused, and the config (what a
+        checkpoint records) says so. No weight changes shape, so a saved state loads
+        either way; a tied model is left as it is.
+
+        `phases` (one per channel, as `dominant_phases` gives) first swaps each channel's
+        head row of that phase into row 4c, so that the tied model answers with the phase
+        the untied one had learned to use (its map then moves by at most 1 px); without it
+        phase (0, 0) answers, which an untied model may never have trained to fire.
+        Returns the permutation of the head's rows that was applied (None if none), for
+        the caller to apply to any optimizer state of the head."""
+        perm = None
+        if phases is not None and not self.motif_model.phase_tied:
+            channels = self.config.motif_channels
+            if len(phases) != channels or not all(0 <= k < 4 for k in phases):
+                raise ValueError(f"phases must be {channels} values in 0..3, got {phases}")
+            perm = torch.arange(4 * channels)
+            for c, k in enumerate(phases):
+                perm[4 * c], perm[4 * c + k] = 4 * c + k, 4 * c
+            head = self.motif_model.head
+            with torch.no_grad():
+                head.weight.copy_(head.weight[perm.to(head.weight.device)])
+                head.bias.copy_(head.bias[perm.to(head.bias.device)])
+        self.motif_model.phase_tied = True
+        if not self.config.phase_tied:
+            self.config = replace(self.config, phase_tied=True)
+        return perm
 
     @property
     def density(self) -> float:

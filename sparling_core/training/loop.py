@@ -93,6 +93,12 @@ class TrainConfig:
     # finish_samples at the target density the rate follows a cosine from lr down to f * lr
     # (a resample, which restarts the finish count, restarts it at lr).
     finish_lr: float | None = None
+    # Tie the motif model's phases when the finish begins (the target density is reached):
+    # an untied model (model.phase_tied false) anneals at its half-resolution cost, then
+    # trains the finish, and is saved, as a phase-tied one, which answers the same at every
+    # pixel phase (SparlingModel.tie_phases: each channel keeps the head row of the phase it
+    # fires at on the validation images; no new weights).
+    finish_phase_tied: bool = False
     # Duplicate-channel resampling (sparling_core/training/resample.py): at validations once the
     # density is <= resample_below_density, re-initialise one of any two channels that fire
     # together (>= resample_threshold of each one's activations within resample_radius px
@@ -163,6 +169,9 @@ class TrainConfig:
                              "chance)")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.finish_phase_tied and self.model.phase_tied:
+            raise ValueError("finish_phase_tied ties an untied motif model at the finish: "
+                             "model.phase_tied must be false")
         if self.finish_lr is not None and not 0 < self.finish_lr <= 1:
             raise ValueError("finish_lr must be in (0, 1] (a fraction of lr), or null")
 
@@ -407,6 +416,24 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
 RESUME_FIXED = ("batch_size", "schedule", "seed")
 
 
+def _tie_phases(model: SparlingModel, optimizer: torch.optim.Optimizer,
+                val_images: torch.Tensor, rank: int) -> None:
+    """finish_phase_tied: tie the motif model's phases at the phase each channel fires at on
+    the validation images (the same on every rank: the same weights and images), with the
+    head's Adam moments permuted as its rows are."""
+    phases = model.dominant_phases(val_images)
+    perm = model.tie_phases(phases)
+    if perm is not None:
+        head = model.motif_model.head
+        for param in (head.weight, head.bias):
+            for moment in optimizer.state.get(param, {}).values():
+                if torch.is_tensor(moment) and moment.shape == param.shape:
+                    moment.copy_(moment[perm.to(moment.device)])
+    if rank == 0:
+        logger.info("finish begins: motif model phase-tied at each channel's phase %s",
+                    phases)
+
+
 def learning_rate(config: TrainConfig, samples_seen: int, finish_from: int | None) -> float:
     """The rate for the next step: `lr`, or within the finish phase (`finish_from` is where
     it began) a cosine from lr to finish_lr * lr over finish_samples."""
@@ -497,6 +524,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             schedule.target_density = config.target_density
         torch.set_rng_state(state["torch_rng"])
         samples_seen, finish_from = state["samples_seen"], state.get("finish_from")
+        if config.finish_phase_tied and finish_from is not None:
+            model.tie_phases()  # as it was when saved (the same weights either way)
         last_resample = state.get("last_resample")
         pending = {int(c): int(d) for c, d in state.get("resample_pending", [])}
         retries = {int(c): int(k) for c, k in state.get("resample_retries", [])}
@@ -613,6 +642,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 lowered = finish_from is None and schedule.step(samples_seen, accuracy)
                 if schedule.done and finish_from is None:
                     finish_from = samples_seen
+                    if config.finish_phase_tied:
+                        _tie_phases(model, optimizer, val_images, rank)
                 model.set_density(schedule.density)
                 resampled = []
                 if (config.resample_duplicates
