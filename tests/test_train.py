@@ -188,6 +188,14 @@ def test_finish_phase_tied_ties_the_motif_model_when_the_finish_begins(tmp_path,
     assert resumed.meta["samples_seen"] == 32 and resumed.model.motif_model.phase_tied
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+    # a run whose finish began untied, resumed with finish_phase_tied: tied then, at each
+    # channel's phase (not the silencing phase-(0, 0) tie)
+    tied_at.clear()
+    train(_config(tmp_path / "late", **{**kw, "max_samples": 24, "finish_phase_tied": False}),
+          progress=False)
+    assert not load_checkpoint(tmp_path / "late").config.phase_tied and tied_at == []
+    train(_config(tmp_path / "late", **kw), resume=True, progress=False)
+    assert tied_at == [False] and load_checkpoint(tmp_path / "late").config.phase_tied
     with pytest.raises(ValueError, match="phase_tied must be false"):
         TrainConfig(model=ModelConfig(phase_tied=True), finish_phase_tied=True)
 

@@ -524,7 +524,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             schedule.target_density = config.target_density
         torch.set_rng_state(state["torch_rng"])
         samples_seen, finish_from = state["samples_seen"], state.get("finish_from")
-        if config.finish_phase_tied and finish_from is not None:
+        if state.get("motif_phase_tied"):
             model.tie_phases()  # as it was when saved (the same weights either way)
         last_resample = state.get("last_resample")
         pending = {int(c): int(d) for c, d in state.get("resample_pending", [])}
@@ -545,6 +545,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     if device.type != "cpu":
         val_images = val_images.to(device)
 
+    # finish_phase_tied asked for on resuming a run whose finish began untied (the saved
+    # state records whether the model was tied): tie it now, at each channel's phase
+    if config.finish_phase_tied and finish_from is not None and not model.motif_model.phase_tied:
+        _tie_phases(model, optimizer, val_images, rank)
     fresh = state is None  # the first save of a fresh run keeps nothing of the folder
 
     # The final save records whether the run ended where its config ends it (a budget or
@@ -563,7 +567,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             "last_resample": last_resample,
             "resample_pending": [[c, d] for c, d in pending.items()],
             "resample_retries": [[c, k] for c, k in retries.items()], "history": history,
-            "complete": complete,
+            "complete": complete, "motif_phase_tied": model.motif_model.phase_tied,
             "config": {"model": config.model.to_dict(), "train": config.to_dict()},
         }
         save_checkpoint(out, model, samples_seen=samples_seen, train_config=config.to_dict(),
