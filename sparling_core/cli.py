@@ -150,6 +150,10 @@ def evaluate(
         "own folder, if it was trained on one)")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 100,
     device: Annotated[str, typer.Option(help="cpu | cuda: where the model runs")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help=(
+        "CPU threads for torch (default: torch's, all cores; beside a training run give "
+        "the cores it leaves free, since oversubscribed threads run many times slower)"))
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Motif metrics (FPE, FNE, CE, E2EE in percent) and density on N test images."""
@@ -177,6 +181,8 @@ def evaluate(
         _fail(f"cannot write {target}: folder {target.parent} does not exist")
     if target.is_dir():
         _fail(f"cannot write {target}: it is a folder")
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         ckpt = load_checkpoint(checkpoint, device=device)
     except CheckpointError as e:

@@ -53,6 +53,27 @@ def test_evaluate_json_contract(checkpoint, tmp_path):
     assert str(checkpoint / "metrics.json") in result.output  # says where it wrote
 
 
+def test_evaluate_threads_sets_torchs_threads_and_keeps_the_report(checkpoint, tmp_path,
+                                                                   monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)  # keep this process's own
+    reports = []
+    for extra in ([], ["--threads", "1"]):
+        out = tmp_path / f"report{len(reports)}.json"
+        result = runner.invoke(app, ["evaluate", str(checkpoint), "--n", "4", "--json",
+                                     str(out), "--no-progress", *extra])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(out.read_text()))
+    assert calls == [1]  # only when asked
+    assert reports[0]["e2ee"] == reports[1]["e2ee"] and reports[0]["n"] == 4
+    result = runner.invoke(app, ["evaluate", str(checkpoint), "--threads", "0",
+                                 "--json", str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and "Invalid value" in result.output
+    assert not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["evaluate", "/no/such/folder"], "does not exist"),
     (["evaluate", "{ckpt}", "--n", "0"], "Invalid value"),
