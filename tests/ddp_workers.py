@@ -84,6 +84,12 @@ def train_config(out: Path, **overrides):
     return TrainConfig(**base)
 
 
+# finish_phase_tied: the untied tiny model reaches the target density at 32 samples, is
+# phase-tied there (the phases from the validation images, the same on every rank) and trains
+# a 16-sample finish tied
+TIED = dict(target_density=5e-5, finish_samples=16, finish_phase_tied=True, max_samples=64)
+
+
 def worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
@@ -110,6 +116,9 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
         results["at_32"] = torch.load(Path(out) / "ddp" / "train_state.pt")["samples_seen"]
         train(train_config(Path(out) / "ddp"), resume=True, progress=False)
         results["timing"]["train_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        train(train_config(Path(out) / "ddp-tied", **TIED), progress=False)
+        results["timing"]["tied_s"] = time.perf_counter() - t
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

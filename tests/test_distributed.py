@@ -79,6 +79,8 @@ def ranks(tmp_path_factory) -> dict:
         single["layer"] = {(kind, density): w.run_layer(kind, density, inputs)
                            for kind in w.KINDS for density in w.DENSITIES}
         single["train"] = load_checkpoint(train(w.train_config(out / "single"), progress=False))
+        single["tied"] = load_checkpoint(train(w.train_config(out / "single-tied", **w.TIED),
+                                               progress=False))
         deadline = time.monotonic() + TIMEOUT_S
         while not context.join(timeout=1):
             if time.monotonic() > deadline:
@@ -157,10 +159,32 @@ def test_training_matches_one_process_with_the_global_batch(ranks):
         assert diff.max() < 1e-5, (key, float(diff.max()))
 
 
+def test_finish_phase_tied_matches_one_process(ranks):
+    """An untied model tied when its finish begins (every rank picks the same phases from the
+    validation images and permutes the same rows) trains on like one process."""
+    single, ddp = ranks["single"]["tied"], load_checkpoint(ranks["out"] / "ddp-tied")
+    assert ddp.meta["samples_seen"] == single.meta["samples_seen"] == 64
+    assert ddp.config.phase_tied and single.config.phase_tied
+    assert ddp.model.motif_model.phase_tied
+    assert [h["density"] for h in ddp.history] == [h["density"] for h in single.history]
+    assert [h["resampled"] for h in ddp.history] == [h["resampled"] for h in single.history]
+    for a, b in zip(ddp.history, single.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["samples"]
+    a, b = ddp.model.state_dict(), single.model.state_dict()
+    for key in a:
+        diff = (a[key].float() - b[key].float()).abs()
+        if key.endswith("in_proj_bias"):  # see test_training_matches_one_process_...
+            q, k, v = diff.view(3, -1)
+            assert k.max() <= 8 * 1e-3 * 1.01, key
+            diff = torch.cat([q, v])
+        assert diff.max() < 1e-5, (key, float(diff.max()))
+
+
 def test_only_rank_zero_wrote(ranks):
     names = sorted(p.name for p in Path(ranks["out"]).iterdir())
-    assert names == ["ddp", "rank0.pt", "rank1.pt", "single"]
-    assert not list(Path(ranks["out"], "ddp").glob(".*.tmp"))
+    assert names == ["ddp", "ddp-tied", "rank0.pt", "rank1.pt", "single", "single-tied"]
+    for run in ("ddp", "ddp-tied"):
+        assert not list(Path(ranks["out"], run).glob(".*.tmp"))
     assert load_train_state(ranks["out"] / "ddp")["samples_seen"] == 48
 
 
