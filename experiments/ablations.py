@@ -41,6 +41,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import sys
 import threading
@@ -355,6 +356,19 @@ def _optional_path(text: str) -> Path | None:
     return Path(text) if text else None
 
 
+def _seeds_on_disk(run_stem: str, runs: Path, ship: Path | None) -> set[int]:
+    """The seeds S of every run folder RUN_STEM-sS under `runs` and ablation-RUN_STEM-sS
+    under `ship` (finished or not: the table then takes those with a report)."""
+    found = set()
+    for folder, pattern in ((runs, re.escape(run_stem) + r"-s(\d+)"),
+                            (ship, "ablation-" + re.escape(run_stem) + r"-s(\d+)")):
+        if folder is not None and folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_dir() and (match := re.fullmatch(pattern, path.name)):
+                    found.add(int(match.group(1)))
+    return found
+
+
 def _parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -473,7 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     # table over every variant and seed found (not only those of this call)
     reports: dict[str, list[dict]] = {}
     for name in VARIANTS:
-        for seed in seeds if recipe.seeded_names else (None,):
+        table_seeds = (sorted(set(seeds) | set(recipe.seeds)
+                              | _seeds_on_disk(recipe.prefix + name, args.runs, args.ship))
+                       if recipe.seeded_names else (None,))
+        for seed in table_seeds:
             run = run_name(name, seed) if seed is not None else name
             sources = [args.runs / run / "eval.json"]
             if name == "mt" and not recipe.seeded_names and reference is not None:

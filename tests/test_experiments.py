@@ -120,6 +120,10 @@ def test_the_shipped_recipe_runs_seeds_and_reports_their_spread(ablations, tmp_p
     assert mt["min"]["e2ee"] == min(e2ee) and mt["max"]["e2ee"] == max(e2ee)
     row = next(line for line in table.read_text().splitlines() if line.startswith("| mt |"))
     assert row.startswith("| mt | 1, 2 | ") and f"[{min(e2ee):.2f}, {max(e2ee):.2f}]" in row
+    # a later call for one seed (here: the table alone) keeps every seed found in its rows
+    one_seed = [a if a != "1,2" else "1" for a in args]
+    assert ablations.main([*one_seed, "--table-only"]) == 0
+    assert json.loads(table.with_suffix(".json").read_text()) == summary
     # a bad seed list is refused with a message
     with pytest.raises(SystemExit) as e:
         ablations.main([*args, "--seeds", "1,x"])
