@@ -90,6 +90,23 @@ def train_config(out: Path, **overrides):
 TIED = dict(target_density=5e-5, finish_samples=16, finish_phase_tied=True, max_samples=64)
 
 
+VALIDATION_IMAGES = 41  # uneven shares: rank 0 holds 21, rank 1 20
+
+
+def validation(folder: Path, rank: int = 0, world: int = 1) -> tuple:
+    """The training loop's validation (accuracy, realised density, per-image channel peaks)
+    of a saved model on VALIDATION_IMAGES validation images, this rank's share of them."""
+    from sparling_core.checkpoint import load_checkpoint
+    from sparling_core.domains import get_domain
+    from sparling_core.training.loop import _validate
+
+    model = load_checkpoint(folder).model
+    domain = get_domain(model.config.domain)
+    images, labels = domain.batch(domain.samples(
+        domain.split_range("val")[:VALIDATION_IMAGES], "val"))
+    return _validate(model, images, labels, rank, world)
+
+
 def worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
@@ -119,6 +136,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
         t = time.perf_counter()
         train(train_config(Path(out) / "ddp-tied", **TIED), progress=False)
         results["timing"]["tied_s"] = time.perf_counter() - t
+        results["validation"] = validation(Path(out) / "ddp", rank, world)
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

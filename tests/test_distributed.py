@@ -159,6 +159,16 @@ def test_training_matches_one_process_with_the_global_batch(ranks):
         assert diff.max() < 1e-5, (key, float(diff.max()))
 
 
+def test_validation_gathers_every_ranks_share_in_image_order(ranks):
+    """Accuracy, density and the per-image channel peaks (what detector coverage is read
+    from) of 2 ranks' shares equal one process's on all the images."""
+    accuracy, realised, peaks = w.validation(ranks["out"] / "ddp")
+    assert peaks.shape == (w.VALIDATION_IMAGES, 10) and peaks.abs().sum() > 0
+    for got in (r["validation"] for r in ranks["results"]):
+        assert got[0] == accuracy and got[1] == pytest.approx(realised, rel=1e-9)
+        assert torch.equal(got[2], peaks)
+
+
 def test_finish_phase_tied_matches_one_process(ranks):
     """An untied model tied when its finish begins (every rank picks the same phases from the
     validation images and permutes the same rows) trains on like one process."""

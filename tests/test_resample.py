@@ -12,8 +12,10 @@ from sparling_core.models.sparling import IGNORE, SparlingModel, encode_labels, 
 from sparling_core.training.loop import TrainConfig, train
 from sparling_core.training.resample import (
     UNSELECTIVE,
+    channel_peaks,
     channel_selectivity,
     cofiring,
+    detector_coverage,
     find_duplicates,
     find_unselective,
     presence_errors,
@@ -21,6 +23,7 @@ from sparling_core.training.resample import (
     resample_summary,
     selectivity,
     sparse_activity,
+    uncovered_tokens,
 )
 
 
@@ -388,3 +391,90 @@ def test_aimed_resampling_needs_a_trunk_head_and_targets():
     with_trunk = SparlingModel(tiny_config(initial_density=0.01, trunk_presence_weight=1.0))
     with pytest.raises(ValueError, match="needs targets"):
         resample_channels(with_trunk, [3], aim=True)
+
+
+def test_detector_coverage_finds_the_tokens_no_channel_marks():
+    labels = [[3], [3, 5], [5], [1], [1, 3], [7]] * 4  # 1, 3, 5, 7 each in and out of >= 4
+    targets = presence_targets(labels)
+    peaks = torch.zeros(len(labels), 3)
+    for i, label in enumerate(labels):
+        peaks[i, 0] = 2.0 if 3 in label else 0.0  # channel 0: a detector of 3
+        peaks[i, 1] = 0.0 if 5 in label else 1.0  # channel 1: fires on every image *without* 5
+        peaks[i, 2] = float(i % 2)  # channel 2: noise
+    coverage, best = detector_coverage(peaks, targets, min_count=4)
+    assert coverage[3] == 1.0 and best[3] == 0
+    assert coverage[5] < 0.75  # silent on 5s is no detector of 5
+    assert coverage[1] < 0.9 and coverage[7] < 0.9
+    # tokens too rare (0, 2, 4, 6, 8, 9 never occur) are unknown, never "uncovered"
+    assert torch.isnan(coverage[0]) and best[0] == -1
+    assert uncovered_tokens(coverage, 0.9) == sorted([1, 5, 7], key=lambda t: float(coverage[t]))
+    assert 3 not in uncovered_tokens(coverage, 0.9) and 0 not in uncovered_tokens(coverage, 0.9)
+    # the same peaks, per channel: selectivity counts firing with or without a token
+    assert selectivity(peaks, targets, min_count=4)[1] == 1.0
+
+
+def test_channel_peaks_are_each_images_strongest_sparse_activation():
+    maps = torch.zeros(4, 2, 8, 8)
+    maps[1, 0, 3, 3], maps[1, 0, 5, 5], maps[2, 1, 0, 7] = 0.5, 2.0, 1.5
+    images = torch.arange(4, dtype=torch.float32)[:, None, None, None].expand(4, 1, 8, 8)
+    model = _MapModel(maps).train()
+    got = channel_peaks(model, images.contiguous(), batch_size=3)
+    assert model.training
+    assert got.tolist() == [[0, 0], [2.0, 0], [0, 1.5], [0, 0]]
+
+
+def test_plan_resampling_by_coverage_aims_at_tokens_without_a_detector(monkeypatch):
+    """The presence head (before the bottleneck) predicts every digit, but no channel marks
+    3 or 7 after it: only resample_by_coverage sends fresh channels there."""
+    train_module = importlib.import_module("sparling_core.training.loop")
+    errors = torch.full((10,), 0.01)
+    errors[8] = 0.2  # the worst predicted: an error-ranked plan aims here
+    coverage = torch.full((10,), 0.99)
+    coverage[3], coverage[7] = 0.52, 0.6
+    monkeypatch.setattr(train_module, "presence_errors", lambda *a: errors)
+    monkeypatch.setattr(train_module, "sparse_activity", lambda *a: None)
+    monkeypatch.setattr(train_module, "channel_peaks", lambda *a: None)
+    monkeypatch.setattr(train_module, "presence_targets", lambda *a: None)
+    monkeypatch.setattr(train_module, "detector_coverage",
+                        lambda *a: (coverage, torch.zeros(10, dtype=torch.long)))
+    monkeypatch.setattr(train_module, "find_duplicates", lambda *a, exclude: [
+        (d, k) for d, k in [(2, 6), (5, 9), (1, 4)] if d not in exclude and k not in exclude])
+    model = SparlingModel(tiny_config())
+    by_error = TrainConfig(resample_duplicates=True)
+    assert train_module._plan_resampling(model, None, None, by_error, {}, {}) == [(2, 6, 8)]
+    config = TrainConfig(resample_duplicates=True, resample_by_coverage=True)
+    pending, retries = {}, {}
+    rows = train_module._plan_resampling(model, None, None, config, pending, retries)
+    assert rows == [(2, 6, 3), (5, 9, 7), (1, 4, 8)]  # least covered first, then by error
+    # channel 2 took 3 (covered now: released); channel 5 has not taken 7: drawn again
+    coverage[3] = 0.95
+    pending, retries = {2: 3, 5: 7}, {5: 1}
+    rows = train_module._plan_resampling(model, None, None, config, pending, retries)
+    assert rows[0] == (5, -1, 7) and pending == {5: 7} and retries == {5: 1}
+    assert (2, 6, 8) in rows
+    # retries used up: channel 5 stays, and 7 is not handed to another channel meanwhile
+    rows = train_module._plan_resampling(model, None, None, config, {5: 7},
+                                         {5: config.resample_max_retries})
+    assert rows == [(2, 6, 8)]
+    with pytest.raises(ValueError, match="detector_min_coverage"):
+        TrainConfig(detector_min_coverage=0.5)
+
+
+def test_validation_history_records_detector_coverage(tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), model=tiny_config(), batch_size=4, val_every=8,
+                      val_size=40, max_samples=16, bf16=False, channels_last=False,
+                      threads=1), progress=False)
+    ckpt = load_checkpoint(out)
+    for row in ckpt.history:
+        assert len(row["coverage"]) == 10
+        assert all(c is None or 0.5 <= c <= 1 for c in row["coverage"])
+        assert row["uncovered"] == uncovered_tokens(
+            torch.tensor([float("nan") if c is None else c for c in row["coverage"]]), 0.9)
+    # what the loop logged is what the saved model gives on the same validation images
+    from sparling_core.domains import get_domain
+    domain = get_domain(ckpt.model.config.domain)
+    images, labels = domain.batch(domain.samples(domain.split_range("val")[:40], "val"))
+    coverage, _ = detector_coverage(channel_peaks(ckpt.model, images), presence_targets(labels))
+    assert ckpt.history[-1]["coverage"] == [
+        None if torch.isnan(c) else round(float(c), 3) for c in coverage]

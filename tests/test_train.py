@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from sparling_core.analysis.evaluate import evaluate
+from sparling_core.analysis.evaluate import Validation, evaluate
 from sparling_core.checkpoint import load_checkpoint, load_train_state
 from sparling_core.models.sparling import ModelConfig, SparlingModel
 from sparling_core.training.loop import TrainConfig, learning_rate, train
@@ -46,7 +46,8 @@ def test_schedule_anneals_and_stops_at_target(tmp_path, monkeypatch):
     # lowers the density, and the target is three steps away
     train_module = importlib.import_module("sparling_core.training.loop")  # the module, not train()
 
-    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    monkeypatch.setattr(train_module, "validate",
+                        lambda m, x, y, *a, **k: Validation(1.0, 0.1, torch.zeros(len(y), 1)))
     cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3,
                   max_samples=400, target_density=0.5 * 0.75**3)
     folder = train(cfg, progress=False)
@@ -59,7 +60,8 @@ def test_resume_takes_the_configs_target_density(tmp_path, monkeypatch):
     """The target is where the run goes: a resume with another target_density stops there,
     not at the saved run's (the density walk itself continues where it was)."""
     train_module = importlib.import_module("sparling_core.training.loop")
-    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    monkeypatch.setattr(train_module, "validate",
+                        lambda m, x, y, *a, **k: Validation(1.0, 0.1, torch.zeros(len(y), 1)))
     common = dict(initial_threshold=1.0, decay_per_sample=1e-3)
     train(_config(tmp_path / "run", max_samples=16, target_density=0.5 * 0.75**6, **common),
           progress=False)  # two validations: density 0.5 * 0.75**2
@@ -117,7 +119,8 @@ def test_sigkill_then_resume(tmp_path):
 def test_finish_samples_hold_the_target_density(tmp_path, monkeypatch):
     train_module = importlib.import_module("sparling_core.training.loop")  # the module, not train()
 
-    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    monkeypatch.setattr(train_module, "validate",
+                        lambda m, x, y, *a, **k: Validation(1.0, 0.1, torch.zeros(len(y), 1)))
     cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3,
                   max_samples=400, target_density=0.5 * 0.75**2, finish_samples=16)
     ckpt = load_checkpoint(train(cfg, progress=False))
@@ -141,7 +144,8 @@ def test_learning_rate_follows_a_cosine_over_the_finish_phase():
 
 def test_finish_lr_reaches_the_optimizer_during_the_finish_phase(tmp_path, monkeypatch):
     train_module = importlib.import_module("sparling_core.training.loop")
-    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    monkeypatch.setattr(train_module, "validate",
+                        lambda m, x, y, *a, **k: Validation(1.0, 0.1, torch.zeros(len(y), 1)))
     cfg = _config(tmp_path / "run", initial_threshold=1.0, decay_per_sample=1e-3, lr=1e-3,
                   max_samples=400, target_density=0.5 * 0.75**2, finish_samples=16,
                   finish_lr=0.1)
@@ -161,7 +165,8 @@ def test_finish_phase_tied_ties_the_motif_model_when_the_finish_begins(tmp_path,
     phase_tied, loads as a tied model with the same weights, and a run stopped inside the
     finish and resumed ends with exactly the weights of an uninterrupted one."""
     train_module = importlib.import_module("sparling_core.training.loop")
-    monkeypatch.setattr(train_module, "exact_match_accuracy", lambda *a, **k: (1.0, 0.1))
+    monkeypatch.setattr(train_module, "validate",
+                        lambda m, x, y, *a, **k: Validation(1.0, 0.1, torch.zeros(len(y), 1)))
     kw = dict(initial_threshold=1.0, decay_per_sample=1e-3, max_samples=400,
               target_density=0.5 * 0.75**2, finish_samples=16, finish_phase_tied=True)
     assert not tiny_config().phase_tied

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from tqdm.auto import tqdm
 
@@ -9,7 +11,8 @@ from ..domains import Domain, Sample, get_domain
 from ..models.sparling import SparlingModel
 from .metrics import MotifStats, align_image
 
-__all__ = ["evaluate", "exact_match_accuracy", "motif_boxes", "PAPER_DENSITY", "PAPER_RESULTS"]
+__all__ = ["evaluate", "exact_match_accuracy", "motif_boxes", "validate", "Validation",
+           "PAPER_DENSITY", "PAPER_RESULTS"]
 
 # SPEC 1.3 / 4: the paper evaluates at 0.5 * 0.75**32 = 5.0226e-5 (1.118x the minimum).
 PAPER_DENSITY = 0.5 * 0.75**32
@@ -17,6 +20,12 @@ PAPER_RESULTS = {  # SPEC 4, DigitCircle, means over 9 seeds, percent
     "mt": {"e2ee": 0.74, "fpe": 1.48, "fne": 0.42, "ce": 1.16, "density": 5.02e-5},
     "st": {"e2ee": 2.11, "fpe": 0.0025, "fne": 0.98, "ce": 22.19, "density": 5.02e-5},
 }
+
+
+class Validation(NamedTuple):
+    accuracy: float  # exact-match sequence accuracy
+    density: float  # realised density of the sparse maps
+    peaks: torch.Tensor  # (N, C): each image's strongest sparse activation per channel
 
 
 def motif_boxes(domain: Domain, sample: Sample) -> list[tuple[int, tuple[int, int, int, int]]]:
@@ -82,12 +91,14 @@ def evaluate(model: SparlingModel, n: int = 10_000, first_seed: int | None = Non
 
 
 @torch.no_grad()
-def exact_match_accuracy(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
-                         batch_size: int = 250) -> tuple[float, float]:
-    """(exact-match sequence accuracy, realised density) in eval mode on given images."""
+def validate(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
+             batch_size: int = 250) -> Validation:
+    """Exact-match accuracy, realised density and each image's strongest sparse activation
+    per channel (N, C), in eval mode on given images: one forward gives what the training
+    loop logs at a validation (see `detector_coverage` for what the peaks tell)."""
     was_training = model.training
     model.eval()
-    correct, active, total = 0, 0, 0
+    correct, active, total, peaks = 0, 0, 0, []
     try:
         for start in range(0, len(labels), batch_size):
             decoded = model.generate(images[start : start + batch_size])
@@ -96,6 +107,14 @@ def exact_match_accuracy(model: SparlingModel, images: torch.Tensor, labels: lis
                                                   strict=True))
             active += int(model.bottleneck.active(decoded.motifs).sum())
             total += decoded.motifs.numel()
+            peaks.append(decoded.motifs.float().amax(dim=(2, 3)).cpu())
     finally:
         model.train(was_training)
-    return correct / len(labels), active / total
+    return Validation(correct / len(labels), active / total, torch.cat(peaks))
+
+
+def exact_match_accuracy(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
+                         batch_size: int = 250) -> tuple[float, float]:
+    """(exact-match sequence accuracy, realised density) in eval mode on given images."""
+    result = validate(model, images, labels, batch_size)
+    return result.accuracy, result.density

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..analysis.evaluate import PAPER_DENSITY, exact_match_accuracy
+from ..analysis.evaluate import PAPER_DENSITY, validate
 from ..checkpoint import (
     CheckpointError,
     holds_checkpoint,
@@ -57,13 +57,16 @@ from ..schedule import AdaptiveSparsitySchedule, FixedSparsitySchedule
 from .resample import (
     FAILED,
     UNSELECTIVE,
+    channel_peaks,
     channel_selectivity,
+    detector_coverage,
     find_duplicates,
     find_unselective,
     presence_errors,
     resample_channels,
     resample_summary,
     sparse_activity,
+    uncovered_tokens,
 )
 from .stop import StopRequest
 
@@ -128,6 +131,18 @@ class TrainConfig:
     # Start a fresh channel as the trunk presence head's detector of its digit instead of a
     # random draw (resample_channels(aim=True); needs model.trunk_presence_weight > 0).
     resample_aim: bool = False
+    # A token has a detector when some channel's strongest sparse activation in an image
+    # predicts the token's presence in the label with ROC AUC >= detector_min_coverage
+    # (resample.detector_coverage; labels only). Every validation logs each token's coverage
+    # and the tokens below this ("coverage", "uncovered" in history.jsonl).
+    detector_min_coverage: float = 0.9
+    # Aim resampling at the tokens without a detector: fresh channels go first to the
+    # uncovered tokens (least covered first), then to the worst-predicted ones; a fresh
+    # channel has learned its token once the token is covered, and is drawn again while it
+    # is not. Without this, the targets are ranked by the presence head's error, which
+    # reads the dense map *before* the bottleneck and can predict a token that no channel
+    # marks after it.
+    resample_by_coverage: bool = False
     # bf16 autocast for the motif model's inner convs. None (auto): on for CUDA and for CPUs
     # with native bf16 matrix instructions (AMX, AVX512-BF16: ~1.3x faster there), off
     # elsewhere: on an AVX2-only CPU bf16 is emulated, and a training step measured 6x slower
@@ -162,6 +177,9 @@ class TrainConfig:
         if self.resample_aim and self.model.trunk_presence_weight <= 0:
             raise ValueError("resample_aim needs model.trunk_presence_weight > 0 (it starts a "
                              "fresh channel from the trunk presence head)")
+        if not 0.5 < self.detector_min_coverage <= 1:
+            raise ValueError("detector_min_coverage must be in (0.5, 1] (an AUC; 0.5 is "
+                             "chance)")
         if self.resample_retry_error < self.resample_min_error:
             raise ValueError("resample_retry_error must be >= resample_min_error")
         if not 0.5 < self.resample_min_selectivity <= 1:
@@ -308,23 +326,40 @@ def _device(config: TrainConfig) -> torch.device:
 
 
 def _validate(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
-              rank: int, world: int) -> tuple[float, float]:
-    """(exact-match accuracy, realised density) on the validation set. Under
-    torch.distributed each rank runs its share (images rank, rank + world, ...) and the
-    counts are summed: every rank gets the numbers one process would."""
+              rank: int, world: int) -> tuple[float, float, torch.Tensor]:
+    """(exact-match accuracy, realised density, (N, C) per-image channel peaks) on the
+    validation set. Under torch.distributed each rank runs its share (images rank,
+    rank + world, ...), the counts are summed and the peaks gathered back into image
+    order: every rank gets the numbers one process would."""
     if world == 1:
-        return exact_match_accuracy(model, images, labels)
+        return validate(model, images, labels)
     mine = labels[rank::world]
     n = len(mine)
     per_image = model.config.motif_channels * int(np.prod(model.config.image_shape))
     counts = torch.zeros(4, dtype=torch.float64, device=images.device)
+    peaks = torch.zeros(0, model.config.motif_channels)
     if n:
-        accuracy, realised = exact_match_accuracy(model, images[rank::world], mine)
+        accuracy, realised, peaks = validate(model, images[rank::world], mine)
         counts += torch.tensor([round(accuracy * n), n, round(realised * n * per_image),
                                 n * per_image], dtype=torch.float64, device=images.device)
     dist.all_reduce(counts)
+    shares: list = [None] * world
+    dist.all_gather_object(shares, peaks)
+    ordered = torch.zeros(len(labels), model.config.motif_channels)
+    for r, share in enumerate(shares):
+        ordered[r::world] = share
     correct, total, active, values = counts.tolist()
-    return correct / total, active / values
+    return correct / total, active / values, ordered
+
+
+def _coverage_fields(peaks: torch.Tensor, labels: list[list[int]], vocab: int,
+                     minimum: float) -> dict:
+    """History fields from a validation's channel peaks: per token its detector coverage
+    (resample.detector_coverage; None where too few images hold it or lack it) and the
+    tokens below `minimum`, least covered first."""
+    coverage, _ = detector_coverage(peaks, presence_targets(labels, vocab))
+    return {"coverage": [None if math.isnan(c) else round(c, 3) for c in coverage.tolist()],
+            "uncovered": uncovered_tokens(coverage, minimum)}
 
 
 def _broadcast_state(model: SparlingModel) -> None:
@@ -354,17 +389,29 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     resample_max_retries times (`retries` counts them); one whose digit is explained
     (< resample_min_error) leaves `pending`. Then the channels that explain no token (with
     resample_unselective; least selective first) and the strongest duplicates among the
-    other channels get the worst-explained digits nobody is learning yet."""
+    other channels get the worst-explained digits nobody is learning yet. With
+    resample_by_coverage, "explained" means covered by a detector (`detector_coverage` >=
+    detector_min_coverage), and the uncovered digits come first."""
     errors = presence_errors(model, images, labels)
+    if config.resample_by_coverage:  # learned: the token has a detector in the sparse map
+        coverage, _ = detector_coverage(channel_peaks(model, images),
+                                        presence_targets(labels, model.presence.out_features))
+        uncovered = uncovered_tokens(coverage, config.detector_min_coverage)
+        learned = [d not in uncovered for d in range(len(errors))]
+        failed = [not ok for ok in learned]
+    else:  # learned: the presence head predicts the token
+        uncovered = []
+        learned = (errors < config.resample_min_error).tolist()
+        failed = (errors >= config.resample_retry_error).tolist()
     for channel, digit in list(pending.items()):
-        if errors[digit] < config.resample_min_error:
+        if learned[digit]:
             del pending[channel]
             retries.pop(channel, None)
     rows = [(channel, -1, digit) for channel, digit in pending.items()
-            if errors[digit] >= config.resample_retry_error
-            and retries.get(channel, 0) < config.resample_max_retries]
-    free = [d for d in errors.argsort(descending=True).tolist()
-            if errors[d] >= config.resample_min_error and d not in pending.values()]
+            if failed[digit] and retries.get(channel, 0) < config.resample_max_retries]
+    by_error = [d for d in errors.argsort(descending=True).tolist()
+                if errors[d] >= config.resample_min_error]
+    free = [d for d in dict.fromkeys(uncovered + by_error) if d not in pending.values()]
     if free:
         lost = []
         if config.resample_unselective:
@@ -641,7 +688,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             if samples_seen - last_val >= config.val_every:
                 # Validate in eval mode, let the schedule anneal, log, and save.
                 last_val = samples_seen - samples_seen % config.val_every
-                accuracy, realised = _validate(model, val_images, val_labels, rank, world)
+                accuracy, realised, peaks = _validate(model, val_images, val_labels,
+                                                      rank, world)
                 # once the target is reached the density stays put for `finish_samples`
                 lowered = finish_from is None and schedule.step(samples_seen, accuracy)
                 if schedule.done and finish_from is None:
@@ -690,6 +738,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                     "accuracy": accuracy, "density": schedule.density,
                     "realised_density": realised, "threshold": getattr(schedule, "threshold", None),
                     "lowered": lowered, "resampled": [list(p) for p in resampled],
+                    **_coverage_fields(peaks, val_labels, model.presence.out_features,
+                                       config.detector_min_coverage),
                     "lr": optimizer.param_groups[0]["lr"],
                     "wall_s": round(elapsed, 1),
                     "samples_per_s": round((samples_seen - start_samples) / max(elapsed, 1e-9), 1),

@@ -43,8 +43,9 @@ from torch import nn
 from ..models.sparling import MotifDecoder, SparlingModel, presence_targets
 
 __all__ = [
-    "channel_selectivity", "cofiring", "find_duplicates", "find_unselective", "presence_errors",
-    "resample_channels", "resample_summary", "selectivity", "sparse_activity",
+    "channel_peaks", "channel_selectivity", "cofiring", "detector_coverage", "find_duplicates",
+    "find_unselective", "presence_errors", "resample_channels", "resample_summary",
+    "selectivity", "sparse_activity", "uncovered_tokens",
 ]
 
 # `keep` in a resample row (resampled channel, keep, digit): the channel it duplicated, or
@@ -102,15 +103,12 @@ def presence_errors(model: SparlingModel, images: torch.Tensor, labels: list[lis
         reduction="none").mean(0)
 
 
-def selectivity(scores: torch.Tensor, targets: torch.Tensor, min_count: int = 5
-                ) -> torch.Tensor:
-    """scores (N, C), targets (N, V) in {0, 1} -> (C,): per column of `scores`, the largest
-    over tokens of max(AUC, 1 - AUC), with AUC the ROC AUC of that score for the token's
-    presence (ties count half, as in the Mann-Whitney U statistic): 1 for a score that
-    separates some token's images from the others (firing with it or without it), 0.5 for
-    one that separates none. Only tokens present in at least `min_count` images and absent
-    from at least `min_count` are scored (an AUC from a couple of images is noise); NaN
-    ("unknown") where no token qualifies. A constant score (a silent channel) gives 0.5."""
+def _aucs(scores: torch.Tensor, targets: torch.Tensor, min_count: int
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, V') ROC AUCs of each column of `scores` (N, C) for the presence of each usable
+    token of `targets` (N, V), and the (V,) mask of usable tokens: present in at least
+    `min_count` images and absent from at least `min_count` (an AUC from a couple of images
+    is noise). Ties count half, as in the Mann-Whitney U statistic."""
     if scores.dim() != 2 or targets.dim() != 2 or scores.shape[0] != targets.shape[0]:
         raise ValueError(f"scores (N, C) and targets (N, V) must share N, got "
                          f"{tuple(scores.shape)} and {tuple(targets.shape)}")
@@ -120,31 +118,78 @@ def selectivity(scores: torch.Tensor, targets: torch.Tensor, min_count: int = 5
     positives = t.sum(0)  # (V,)
     usable = (positives >= min_count) & (n - positives >= min_count)
     if not bool(usable.any()):
-        return torch.full((s.shape[1],), float("nan"))
+        return torch.empty(s.shape[1], 0, dtype=torch.float64), usable
     t, positives = t[:, usable], positives[usable]
     negatives = n - positives
     # average ranks per column (1-based), ties sharing the mean of their ranks
     ranks = torch.from_numpy(rankdata(s.numpy(), method="average", axis=0))
-    rank_sums = ranks.T @ t  # (C, V): the positives' rank sums
-    auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
+    rank_sums = ranks.T @ t  # (C, V'): the positives' rank sums
+    return (rank_sums - positives * (positives + 1) / 2) / (positives * negatives), usable
+
+
+def selectivity(scores: torch.Tensor, targets: torch.Tensor, min_count: int = 5
+                ) -> torch.Tensor:
+    """scores (N, C), targets (N, V) in {0, 1} -> (C,): per column of `scores`, the largest
+    over tokens of max(AUC, 1 - AUC), with AUC the ROC AUC of that score for the token's
+    presence (ties count half, as in the Mann-Whitney U statistic): 1 for a score that
+    separates some token's images from the others (firing with it or without it), 0.5 for
+    one that separates none. Only tokens present in at least `min_count` images and absent
+    from at least `min_count` are scored (an AUC from a couple of images is noise); NaN
+    ("unknown") where no token qualifies. A constant score (a silent channel) gives 0.5."""
+    auc, usable = _aucs(scores, targets, min_count)
+    if not bool(usable.any()):
+        return torch.full((scores.shape[1],), float("nan"))
     return torch.maximum(auc, 1 - auc).max(dim=1).values.float()
 
 
+def detector_coverage(peaks: torch.Tensor, targets: torch.Tensor, min_count: int = 5
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """peaks (N, C): each image's strongest sparse activation per channel; targets (N, V)
+    in {0, 1}: which tokens its label holds -> ((V,) coverage, (V,) best channel). A token's
+    coverage is the best, over channels, ROC AUC of the channel's peak for the token's
+    presence: about 1 when some channel fires on images with the token and stays silent on
+    the others (the token has a detector in the sparse map), about 0.5 when none does. Only
+    firing *with* the token counts (a channel silent on it is no detector of it). Labels only,
+    no motif positions. NaN coverage and best channel -1 for tokens present in fewer than
+    `min_count` images or absent from fewer."""
+    v = targets.shape[1]
+    coverage = torch.full((v,), float("nan"))
+    best = torch.full((v,), -1, dtype=torch.long)
+    auc, usable = _aucs(peaks, targets, min_count)
+    if bool(usable.any()):
+        values, channels = auc.max(dim=0)
+        coverage[usable] = values.float()
+        best[usable] = channels
+    return coverage, best
+
+
+def uncovered_tokens(coverage: torch.Tensor, minimum: float) -> list[int]:
+    """Tokens whose `detector_coverage` is below `minimum`, least covered first (unknown,
+    NaN, coverage never)."""
+    return [v for v in coverage.argsort().tolist() if float(coverage[v]) < minimum]
+
+
 @torch.no_grad()
+def channel_peaks(model: SparlingModel, images: torch.Tensor, batch_size: int = 250
+                  ) -> torch.Tensor:
+    """(N, C): each image's strongest sparse activation per channel, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.sparse_motifs(images[i:i + batch_size]).float().amax(dim=(2, 3))
+                          for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+
+
 def channel_selectivity(model: SparlingModel, images: torch.Tensor, labels: list[list[int]],
                         batch_size: int = 250) -> torch.Tensor:
     """(C,) per channel: `selectivity` of its strongest sparse activation in each image
     against the presence of each token in the label, in eval mode, on these labelled
     images. Near 1 for a channel that fires on one kind of motif; about 0.5 for one that
     fires on noise or not at all."""
-    was_training = model.training
-    model.eval()
-    try:
-        peaks = torch.cat([model.sparse_motifs(images[i:i + batch_size]).float().amax(dim=(2, 3))
-                           for i in range(0, len(images), batch_size)])
-    finally:
-        model.train(was_training)
-    return selectivity(peaks, presence_targets(labels, model.presence.out_features))
+    return selectivity(channel_peaks(model, images, batch_size),
+                       presence_targets(labels, model.presence.out_features))
 
 
 def find_unselective(scores: torch.Tensor, minimum: float,
