@@ -317,7 +317,11 @@ def test_plan_resampling_gives_free_digits_to_unselective_channels_first(monkeyp
     monkeypatch.setattr(train_module, "presence_errors", lambda *a: errors)
     monkeypatch.setattr(train_module, "sparse_activity", lambda *a: None)
     scores = torch.tensor([0.99, 0.98, 0.51, 0.97, 0.6, 0.99, 0.99, 0.99, 0.99, 0.99])
-    monkeypatch.setattr(train_module, "channel_selectivity", lambda *a: scores)
+    forwards = []
+    monkeypatch.setattr(train_module, "channel_peaks", lambda *a: forwards.append(1))
+    monkeypatch.setattr(train_module, "presence_targets", lambda *a: None)
+    monkeypatch.setattr(train_module, "selectivity", lambda *a: scores)
+    model = SparlingModel(tiny_config())
     seen = {}
 
     def duplicates(*a, exclude):
@@ -327,13 +331,22 @@ def test_plan_resampling_gives_free_digits_to_unselective_channels_first(monkeyp
     monkeypatch.setattr(train_module, "find_duplicates", duplicates)
     config = TrainConfig(resample_duplicates=True, resample_unselective=True)
     # channel 4 is pending on digit 1 (still learning): neither resampled nor a candidate
-    rows = train_module._plan_resampling(None, None, None, config, {4: 1}, {})
+    rows = train_module._plan_resampling(model, None, None, config, {4: 1}, {})
     assert rows == [(2, UNSELECTIVE, 7)]
     assert seen["exclude"] == {4, 2}
-    # off (the default): only duplicates
-    rows = train_module._plan_resampling(None, None, None, TrainConfig(resample_duplicates=True),
+    assert len(forwards) == 1
+    # off (the default): only duplicates, and no forward for the channel peaks
+    rows = train_module._plan_resampling(model, None, None, TrainConfig(resample_duplicates=True),
                                          {4: 1}, {})
     assert rows == [(2, 6, 7)]
+    assert len(forwards) == 1
+    # with resample_by_coverage too, coverage and selectivity share one forward
+    monkeypatch.setattr(train_module, "detector_coverage",
+                        lambda *a: (torch.full((10,), 0.99), torch.zeros(10, dtype=torch.long)))
+    both = TrainConfig(resample_duplicates=True, resample_unselective=True,
+                       resample_by_coverage=True)
+    train_module._plan_resampling(model, None, None, both, {4: 1}, {})
+    assert len(forwards) == 2
     assert "channel 2 (explained no token) -> digit 7" in resample_summary([(2, UNSELECTIVE, 7)])
     with pytest.raises(ValueError, match="resample_min_selectivity"):
         TrainConfig(resample_min_selectivity=0.5)
@@ -344,7 +357,7 @@ def test_trainer_resamples_unselective_channels_and_logs_them(tmp_path, monkeypa
     monkeypatch.setattr(train_module, "find_duplicates", lambda *a, exclude: [])
     scores = torch.full((10,), 0.99)
     scores[6] = 0.55
-    monkeypatch.setattr(train_module, "channel_selectivity", lambda *a: scores)
+    monkeypatch.setattr(train_module, "selectivity", lambda *a: scores)
     out = tmp_path / "run"
     config = TrainConfig(out=str(out), model=tiny_config(), batch_size=4, val_every=8,
                          val_size=8, max_samples=24, decay_per_sample=0.0,

@@ -58,13 +58,13 @@ from .resample import (
     FAILED,
     UNSELECTIVE,
     channel_peaks,
-    channel_selectivity,
     detector_coverage,
     find_duplicates,
     find_unselective,
     presence_errors,
     resample_channels,
     resample_summary,
+    selectivity,
     sparse_activity,
     uncovered_tokens,
 )
@@ -393,9 +393,12 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     resample_by_coverage, "explained" means covered by a detector (`detector_coverage` >=
     detector_min_coverage), and the uncovered digits come first."""
     errors = presence_errors(model, images, labels)
+    peaks = targets = None  # one eval forward serves both coverage and selectivity
+    if config.resample_by_coverage or config.resample_unselective:
+        peaks = channel_peaks(model, images)
+        targets = presence_targets(labels, model.presence.out_features)
     if config.resample_by_coverage:  # learned: the token has a detector in the sparse map
-        coverage, _ = detector_coverage(channel_peaks(model, images),
-                                        presence_targets(labels, model.presence.out_features))
+        coverage, _ = detector_coverage(peaks, targets)
         uncovered = uncovered_tokens(coverage, config.detector_min_coverage)
         learned = [d not in uncovered for d in range(len(errors))]
         failed = [not ok for ok in learned]
@@ -415,7 +418,7 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     if free:
         lost = []
         if config.resample_unselective:
-            scores = channel_selectivity(model, images, labels)
+            scores = selectivity(peaks, targets)
             lost = [(c, UNSELECTIVE) for c in find_unselective(
                 scores, config.resample_min_selectivity, exclude=set(pending))]
         pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
