@@ -340,6 +340,10 @@ def test_plan_resampling_gives_free_digits_to_unselective_channels_first(monkeyp
                                          {4: 1}, {})
     assert rows == [(2, 6, 7)]
     assert len(forwards) == 1
+    # nothing to hand out (every digit explained): no forward for the peaks
+    monkeypatch.setattr(train_module, "presence_errors", lambda *a: torch.full((10,), 0.01))
+    train_module._plan_resampling(model, None, None, config, {}, {})
+    assert len(forwards) == 1
     # with resample_by_coverage too, coverage and selectivity share one forward
     monkeypatch.setattr(train_module, "detector_coverage",
                         lambda *a: (torch.full((10,), 0.99), torch.zeros(10, dtype=torch.long)))

@@ -393,12 +393,16 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     resample_by_coverage, "explained" means covered by a detector (`detector_coverage` >=
     detector_min_coverage), and the uncovered digits come first."""
     errors = presence_errors(model, images, labels)
-    peaks = targets = None  # one eval forward serves both coverage and selectivity
-    if config.resample_by_coverage or config.resample_unselective:
-        peaks = channel_peaks(model, images)
-        targets = presence_targets(labels, model.presence.out_features)
+    peaks: list = []  # (channel peaks, token targets): one eval forward, run when first needed
+
+    def peaks_and_targets() -> tuple[torch.Tensor, torch.Tensor]:
+        if not peaks:
+            peaks.extend((channel_peaks(model, images),
+                          presence_targets(labels, model.presence.out_features)))
+        return peaks[0], peaks[1]
+
     if config.resample_by_coverage:  # learned: the token has a detector in the sparse map
-        coverage, _ = detector_coverage(peaks, targets)
+        coverage, _ = detector_coverage(*peaks_and_targets())
         uncovered = uncovered_tokens(coverage, config.detector_min_coverage)
         learned = [d not in uncovered for d in range(len(errors))]
         failed = [not ok for ok in learned]
@@ -418,7 +422,7 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     if free:
         lost = []
         if config.resample_unselective:
-            scores = selectivity(peaks, targets)
+            scores = selectivity(*peaks_and_targets())
             lost = [(c, UNSELECTIVE) for c in find_unselective(
                 scores, config.resample_min_selectivity, exclude=set(pending))]
         pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
