@@ -473,6 +473,17 @@ def test_plan_resampling_by_coverage_aims_at_tokens_without_a_detector(monkeypat
     rows = train_module._plan_resampling(model, None, None, config, {5: 7},
                                          {5: config.resample_max_retries})
     assert rows == [(2, 6, 8)]
+    # resample_release_exhausted: channel 5 lets go of 7 and sits this check out; 7 is free
+    # again and, being the least covered, goes to the first duplicate not involving 5
+    release = TrainConfig(resample_duplicates=True, resample_by_coverage=True,
+                          resample_release_exhausted=True)
+    pending, retries = {5: 7}, {5: release.resample_max_retries}
+    rows = train_module._plan_resampling(model, None, None, release, pending, retries)
+    assert rows == [(2, 6, 7), (1, 4, 8)] and pending == {} and retries == {}
+    # with retries left it is still redrawn itself, released or not
+    pending, retries = {5: 7}, {5: 1}
+    rows = train_module._plan_resampling(model, None, None, release, pending, retries)
+    assert rows[0] == (5, -1, 7) and pending == {5: 7} and retries == {5: 1}
     with pytest.raises(ValueError, match="detector_min_coverage"):
         TrainConfig(detector_min_coverage=0.5)
 

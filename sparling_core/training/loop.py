@@ -120,6 +120,12 @@ class TrainConfig:
     resample_target_weight: float = 1.0  # the fresh channel's presence weight on its digit
     resample_retry_error: float = 0.5  # a fresh channel whose digit is still this bad: redraw
     resample_max_retries: int = 2
+    # When a fresh channel has been drawn resample_max_retries times and its digit is still
+    # not learned, let go of the pairing: the channel leaves the pending set (it is not
+    # redrawn at that check), and its digit is free again for the next duplicate or
+    # unselective channel. Without this (the default) the channel keeps the digit, and no
+    # other channel is ever aimed at it.
+    resample_release_exhausted: bool = False
     resample_cooldown: int = 20_000
     # Also resample, at the same checks and for the same free digits, a channel that
     # duplicates nobody but explains no token: its strongest activation per image predicts
@@ -387,7 +393,9 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
     target). `pending` maps channels resampled earlier to their digits: one whose digit is
     still near chance (>= resample_retry_error) gets a fresh draw at the same digit, at most
     resample_max_retries times (`retries` counts them); one whose digit is explained
-    (< resample_min_error) leaves `pending`. Then the channels that explain no token (with
+    (< resample_min_error) leaves `pending`. With resample_release_exhausted, one that has
+    used up its retries and still fails leaves `pending` too, and sits this check out, so
+    its digit goes to another channel. Then the channels that explain no token (with
     resample_unselective; least selective first) and the strongest duplicates among the
     other channels get the worst-explained digits nobody is learning yet. With
     resample_by_coverage, "explained" means covered by a detector (`detector_coverage` >=
@@ -410,10 +418,14 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
         uncovered = []
         learned = (errors < config.resample_min_error).tolist()
         failed = (errors >= config.resample_retry_error).tolist()
+    released = set()  # channels whose retries ran out: not drawn at this check
     for channel, digit in list(pending.items()):
-        if learned[digit]:
+        exhausted = failed[digit] and retries.get(channel, 0) >= config.resample_max_retries
+        if learned[digit] or (exhausted and config.resample_release_exhausted):
             del pending[channel]
             retries.pop(channel, None)
+            if not learned[digit]:
+                released.add(channel)
     rows = [(channel, -1, digit) for channel, digit in pending.items()
             if failed[digit] and retries.get(channel, 0) < config.resample_max_retries]
     by_error = [d for d in errors.argsort(descending=True).tolist()
@@ -424,10 +436,10 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
         if config.resample_unselective:
             scores = selectivity(*peaks_and_targets())
             lost = [(c, UNSELECTIVE) for c in find_unselective(
-                scores, config.resample_min_selectivity, exclude=set(pending))]
+                scores, config.resample_min_selectivity, exclude=set(pending) | released)]
         pairs = find_duplicates(sparse_activity(model, images), config.resample_radius,
                                 config.resample_threshold,
-                                exclude=set(pending) | {c for c, _ in lost})
+                                exclude=set(pending) | released | {c for c, _ in lost})
         rows += [(drop, keep, digit)
                  for (drop, keep), digit in zip(lost + pairs, free, strict=False)]
     return rows
