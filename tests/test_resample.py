@@ -1,4 +1,5 @@
 import importlib
+import logging
 
 import numpy as np
 import pytest
@@ -440,7 +441,7 @@ def test_channel_peaks_are_each_images_strongest_sparse_activation():
     assert got.tolist() == [[0, 0], [2.0, 0], [0, 1.5], [0, 0]]
 
 
-def test_plan_resampling_by_coverage_aims_at_tokens_without_a_detector(monkeypatch):
+def test_plan_resampling_by_coverage_aims_at_tokens_without_a_detector(monkeypatch, caplog):
     """The presence head (before the bottleneck) predicts every digit, but no channel marks
     3 or 7 after it: only resample_by_coverage sends fresh channels there."""
     train_module = importlib.import_module("sparling_core.training.loop")
@@ -478,8 +479,10 @@ def test_plan_resampling_by_coverage_aims_at_tokens_without_a_detector(monkeypat
     release = TrainConfig(resample_duplicates=True, resample_by_coverage=True,
                           resample_release_exhausted=True)
     pending, retries = {5: 7}, {5: release.resample_max_retries}
-    rows = train_module._plan_resampling(model, None, None, release, pending, retries)
+    with caplog.at_level(logging.INFO, logger="sparling_core.training.loop"):
+        rows = train_module._plan_resampling(model, None, None, release, pending, retries)
     assert rows == [(2, 6, 7), (1, 4, 8)] and pending == {} and retries == {}
+    assert f"released channel 5 from digit 7 ({release.resample_max_retries} redraws" in caplog.text
     # with retries left it is still redrawn itself, released or not
     pending, retries = {5: 7}, {5: 1}
     rows = train_module._plan_resampling(model, None, None, release, pending, retries)

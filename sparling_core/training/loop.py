@@ -123,8 +123,9 @@ class TrainConfig:
     # When a fresh channel has been drawn resample_max_retries times and its digit is still
     # not learned, let go of the pairing: the channel leaves the pending set (it is not
     # redrawn at that check), and its digit is free again for the next duplicate or
-    # unselective channel. Without this (the default) the channel keeps the digit, and no
-    # other channel is ever aimed at it.
+    # unselective channel: at a later check that may be the same channel, if it still
+    # explains no token, with its retries counted afresh. Without this (the default) the
+    # channel keeps the digit, is never drawn again, and no other channel is aimed at it.
     resample_release_exhausted: bool = False
     resample_cooldown: int = 20_000
     # Also resample, at the same checks and for the same free digits, a channel that
@@ -423,9 +424,11 @@ def _plan_resampling(model: SparlingModel, images: torch.Tensor, labels: list[li
         exhausted = failed[digit] and retries.get(channel, 0) >= config.resample_max_retries
         if learned[digit] or (exhausted and config.resample_release_exhausted):
             del pending[channel]
-            retries.pop(channel, None)
+            retries_spent = retries.pop(channel, 0)
             if not learned[digit]:
                 released.add(channel)
+                logger.info("released channel %d from digit %d (%d redraws did not learn it)",
+                            channel, digit, retries_spent)
     rows = [(channel, -1, digit) for channel, digit in pending.items()
             if failed[digit] and retries.get(channel, 0) < config.resample_max_retries]
     by_error = [d for d in errors.argsort(descending=True).tolist()
