@@ -36,13 +36,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-import numpy as np
-import torch
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+# before torch: the bare forward runs with the OpenMP spin setting the server starts with
+# (backend/__init__.py), so that neither process's idle threads spin through the other's
+# timed work: with libgomp's default each one's threads spin for milliseconds after every
+# forward, and the alternating bare forward ran 2x slower beside the server's.
+import backend  # noqa: E402,F401,I001
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from backend.process import free_port, start_server, stop_server  # noqa: E402
 from sparling_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -225,7 +231,8 @@ def main() -> None:
                         {"content": body, "headers": {"content-type": "application/json"}})
         print(f"checkpoint {checkpoint} ({ck.model.num_parameters():,} parameters), "
               f"image seed {args.seed}, torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs, {args.workers} server worker(s)")
+              f"{os.cpu_count()} CPUs, {args.workers} server worker(s), "
+              f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (both processes)")
 
         motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
         n_active = int(ck.model.bottleneck.active(motifs).sum())

@@ -302,3 +302,33 @@ def test_concurrent_http_requests_equal_alone(server):
         assert together == alone
     dense = _concurrently(post, [(image, True) for image in images[:4]])
     assert [{**r, "dense": None} for r in dense] == alone[:4]
+
+
+SPIN_PROBE = """
+import builtins, os, sys
+real_import, seen = builtins.__import__, {}
+def spy(name, *args, **kwargs):
+    if name.split(".")[0] == "torch" and "torch" not in sys.modules:
+        seen.setdefault("torch", os.environ.get("GOMP_SPINCOUNT"))
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = spy
+import backend.main
+print(seen.get("torch", "torch never imported"))
+"""
+
+
+@pytest.mark.parametrize("given, expected", [(None, "30000"), ("123", "123")])
+def test_the_service_sets_the_openmp_spin_before_torch_loads(given, expected):
+    """backend/__init__.py sets GOMP_SPINCOUNT (read once by libgomp when torch loads)
+    before any module of the service imports torch, so that `uvicorn backend.main:app`
+    serves with short spins; a value from the environment wins."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    out = subprocess.run([sys.executable, "-c", SPIN_PROBE], env=env, capture_output=True,
+                         text=True, timeout=120, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == expected
