@@ -16,11 +16,12 @@ seconds (measured with bench/api.py: c=1 right after c=8 at 20 req/s against 40-
 otherwise). One compute thread keeps one warm team.
 
 What is shared is the decoder: it costs about the same for 1 map as for 4 or 8 (per-call
-and per-step overhead of a small transformer decoding 7 steps), more than half of a lone
-request. The motif model's convolutions are compute-bound and run one image at a time: on
-this machine 4 images cost 26 ms each with the motif model batched and 17 ms each with it
-run one at a time (the activations of several 100 x 100 x 32 maps no longer fit the
-caches); a lone request costs ~32 ms.
+and per-step overhead of a small transformer decoding up to 7 steps; it stops once every
+map in the chunk has ended), more than half of a lone request. The motif model's
+convolutions are compute-bound and run one image at a time: on this machine 4 images cost
+26 ms each with the motif model batched and 17 ms each with it run one at a time (the
+activations of several 100 x 100 x 32 maps no longer fit the caches); a lone request costs
+~32 ms.
 
 Results are the ones each image gets alone, bit for bit, by construction: every motif map
 is computed as for a lone image, and the decoder runs in fixed chunks of

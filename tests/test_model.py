@@ -416,3 +416,26 @@ def test_points_decoder_with_the_relative_encoder_trains_and_round_trips(tmp_pat
     assert ModelConfig().point_encoder == "set"
     with pytest.raises(ValueError, match="point_encoder"):
         ModelConfig(decoder="points", point_encoder="graph")
+
+
+
+def test_decoding_stops_when_every_map_has_ended_and_answers_as_a_full_run(monkeypatch):
+    from sparling_core.checkpoint import load_checkpoint
+    model = load_checkpoint(pathlib.Path(__file__).parent.parent / "checkpoints"
+                            / "digit-circle-mt").model.eval()
+    steps = []
+    forward = type(model.decoder).forward
+    monkeypatch.setattr(type(model.decoder), "forward",
+                        lambda self, *a, **k: steps.append(a[2].shape[1]) or forward(self, *a, **k))
+    images, _ = dc.collate([dc.sample(dc.TEST_SEEDS_START + i) for i in range(6)])
+    with torch.no_grad():
+        motifs = model.sparse_motifs(images)
+        full = model.decode_motifs(motifs, stop_early=False)
+        assert steps == list(range(1, model.config.max_digits + 2))
+        steps.clear()
+        early = model.decode_motifs(motifs)
+    assert early == full  # bit for bit
+    longest = max(len(s) for s in early[0])
+    assert longest < model.config.max_digits  # these images' labels are short enough
+    assert steps == list(range(1, longest + 2))  # one step per token and one for the end
+    assert all(len(p) == len(s) + 1 for s, p in zip(*early, strict=True))  # end token's too

@@ -841,13 +841,21 @@ class SparlingModel(nn.Module):
         return self.presence(pool_map(dense, self.config.presence_pool))
 
     @torch.no_grad()
-    def decode_motifs(self, motifs: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
-        """Greedy decoding of a (possibly edited) sparse motif map: the decoder alone."""
+    def decode_motifs(self, motifs: torch.Tensor, stop_early: bool = True
+                      ) -> tuple[list[list[int]], list[list[float]]]:
+        """Greedy decoding of a (possibly edited) sparse motif map: the decoder alone.
+        With `stop_early` it stops once every map has emitted the end token: the steps that
+        do run compute what they compute in a full run, so each map's answer is the same bit
+        for bit, and a batch of short labels skips the longest (most costly) steps
+        (`bench/decode.py` times both)."""
         memory, mask = self.decoder.encode(motifs)
         n, eos = motifs.shape[0], self.config.eos
         tokens = torch.full((n, 1), self.config.bos, dtype=torch.long, device=motifs.device)
+        ended = torch.zeros(n, dtype=torch.bool, device=motifs.device)
         probs = []
         for _ in range(self.config.max_digits + 1):
+            if stop_early and bool(ended.all()):
+                break
             p = self.decoder(memory, mask, tokens)[:, -1].float().softmax(-1)  # (N, V + 1)
             if tokens.shape[1] <= self.config.min_length:  # too short to end here
                 p[:, eos] = 0
@@ -855,6 +863,7 @@ class SparlingModel(nn.Module):
             best = p.argmax(-1)
             probs.append(p.gather(1, best[:, None])[:, 0])
             tokens = torch.cat([tokens, best[:, None]], dim=1)
+            ended |= best == eos
         sequences, confidences = [], []
         for i in range(n):
             seq, conf = [], []
