@@ -303,16 +303,23 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
     """Start the REST backend (uvicorn backend.main:app) on the given checkpoints."""
-    import os
-
     if not checkpoints.is_dir():
         _fail(f"checkpoints folder {checkpoints} does not exist")
-    os.environ["SPARLING_CHECKPOINTS"] = str(checkpoints)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
+
+        from backend import SERVER_GOMP_SPINCOUNT
     except ImportError:
         _fail("the backend needs the serve extra: pip install -e '.[serve]'")
-    uvicorn.run("backend.main:app", host=host, port=port)
+    # A fresh process, not uvicorn.run here: this one has loaded torch, and with it
+    # libgomp, which reads GOMP_SPINCOUNT only when it loads (backend/__init__.py).
+    env = {**os.environ, "SPARLING_CHECKPOINTS": str(checkpoints.resolve())}
+    env.setdefault("GOMP_SPINCOUNT", SERVER_GOMP_SPINCOUNT)
+    command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", host,
+               "--port", str(port)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pytest
@@ -118,3 +119,53 @@ def test_train_tiny_from_flags(tmp_path):
     config = json.loads((tmp_path / "t" / "config.json").read_text())
     assert config["samples_seen"] == 8 and config["model"]["motif_width"] == 8
     assert config["train"]["seed"] == 3 and config["train"]["threads"] == 1
+
+
+def test_serve_refuses_a_missing_folder(tmp_path):
+    result = runner.invoke(app, ["serve", "--checkpoints", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+@pytest.mark.parametrize("given, expected", [(None, "30000"), ("77", "77")])
+def test_serve_runs_the_backend_in_a_fresh_process_with_the_servers_spin(
+        checkpoint, tmp_path, given, expected):
+    """`sparling serve` has loaded torch (and libgomp) already, so it execs uvicorn: the
+    server, under the CLI's own pid, answers and starts with GOMP_SPINCOUNT set."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    from backend.process import free_port, stop_server
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(checkpoint, folder / "tiny")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env["SPARLING_API_KEY"] = ""
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "sparling_core.cli", "serve", "--checkpoints",
+                             str(folder), "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+    try:
+        for _ in range(300):
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["models"]] == ["tiny"]
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert f"GOMP_SPINCOUNT={expected}".encode() in environ
+    finally:
+        stop_server(proc)
+        log.close()
