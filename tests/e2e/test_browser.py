@@ -175,6 +175,9 @@ def test_channel_page(page, backend, frontend):
 
 def test_intervention_changes_the_decoding(page, backend, frontend):
     open_app(page, frontend.url + "/intervene", "Intervene on the motif map")
+    # waited for, not read at once: on a loaded machine the page's last elements (the "After"
+    # column and this note) can come after settle() saw the script end
+    page.get_by_text(re.compile("^Nothing edited yet")).wait_for(timeout=60_000)
     assert "Nothing edited yet" in main_text(page)
     # remove the strongest motif
     widget = page.locator('[data-testid="stMultiSelect"]').filter(
