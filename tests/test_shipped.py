@@ -194,58 +194,55 @@ def test_tied_finish_mean_row_is_the_three_seeds():
     assert all(sum(m[k] for m in metrics) / 3 <= bound for k, bound in paper.items())
 
 
-def test_coverage_release_checkpoint_is_the_readmes_row():
-    """checkpoints/digit-circle-mt-fast-coverage-release-s1 (README, "Aiming resampling at
-    the digits without a detector"): the tied-finish recipe with resample_by_coverage and
-    resample_release_exhausted, seed 1, one 2-thread CPU run from scratch; the README's row
-    is its metrics.json and its history's last wall time, every number at or below the
-    paper's, and the history shows the channel redrawn after its release covering 7."""
-    folder = ROOT / "checkpoints" / "digit-circle-mt-fast-coverage-release-s1"
-    assert_one_2_thread_cpu_run_within_50_minutes(folder)
+def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes: bool
+                                          ) -> list[dict]:
+    """A run of configs/digit-circle-mt-fast-coverage-release.json (README, "Aiming
+    resampling at the digits without a detector"): its config, its README row (metrics.json
+    and the history's last wall time), every number at or below the paper's, every digit
+    covered at the end, no train_state.pt. Returns its history rows."""
     saved = json.loads((folder / "config.json").read_text())["train"]
     assert saved["resample_by_coverage"] and saved["resample_release_exhausted"]
-    assert saved["seed"] == 1 and saved["finish_phase_tied"]
+    assert saved["seed"] == seed and saved["finish_phase_tied"]
     metrics = json.loads((folder / "metrics.json").read_text())
     rows = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
     ckpt = load_checkpoint(folder)
     assert ckpt.config.phase_tied
     assert metrics["n"] == 10_000 and metrics["samples_seen"] == ckpt.meta["samples_seen"]
-    row = (f"| {metrics['samples_seen']:,} (**{rows[-1]['wall_s'] / 60:.1f} min**) | "
+    minutes = f"{rows[-1]['wall_s'] / 60:.1f} min"
+    row = (f"| {metrics['samples_seen']:,} ({f'**{minutes}**' if bold_minutes else minutes}) | "
            f"**{metrics['e2ee']:.2f}** | **{metrics['fpe']:.2f}** | **{metrics['fne']:.2f}** | "
            f"**{metrics['ce']:.2f}** | {metrics['density_ratio']:.2f}x | none |")
     assert row in (ROOT / "README.md").read_text()
     assert metrics["e2ee"] <= 0.74 and metrics["fpe"] <= 1.48
     assert metrics["fne"] <= 0.42 and metrics["ce"] <= 1.16 and metrics["density_ratio"] <= 1.12
+    assert rows[-1]["uncovered"] == [] and not (folder / "train_state.pt").exists()
+    return rows
+
+
+def test_coverage_release_checkpoint_is_the_readmes_row():
+    """checkpoints/digit-circle-mt-fast-coverage-release-s1: seed 1, one 2-thread CPU run
+    from scratch within 50 minutes; the history shows the channel redrawn after its release
+    covering 7."""
+    folder = ROOT / "checkpoints" / "digit-circle-mt-fast-coverage-release-s1"
+    assert_one_2_thread_cpu_run_within_50_minutes(folder)
+    rows = assert_release_run_is_the_readmes_row(folder, seed=1, bold_minutes=True)
     # channel 6 drawn for 7 five times (the 4th after its release), then 7 covered
     draws = [r["samples"] for r in rows for c, _, d in r["resampled"] if (c, d) == (6, 7)]
-    assert len(draws) == 5 and rows[-1]["uncovered"] == []
-    assert not (folder / "train_state.pt").exists()
-
+    assert len(draws) == 5
 
 
 def test_coverage_release_seed_2_is_the_readmes_row():
-    """checkpoints/digit-circle-mt-fast-coverage-release-s2 (README, same section): seed 2
-    of the release config, one 2-thread CPU run from scratch on a slower host, stopped by
-    its --max-minutes 115; every number at or below the paper's, and the history shows
+    """checkpoints/digit-circle-mt-fast-coverage-release-s2: seed 2, one 2-thread CPU run
+    from scratch on a slower host, stopped by its --max-minutes 115; the history shows
     channel 6 released from 3, drawn twice more, and 3 covered at the end."""
     folder = ROOT / "checkpoints" / "digit-circle-mt-fast-coverage-release-s2"
     assert_one_2_thread_cpu_run_within_50_minutes(folder, minutes=115.5)
-    saved = json.loads((folder / "config.json").read_text())["train"]
-    assert saved["resample_by_coverage"] and saved["resample_release_exhausted"]
-    assert saved["seed"] == 2 and saved["finish_phase_tied"] and saved["max_minutes"] == 115
-    metrics = json.loads((folder / "metrics.json").read_text())
-    rows = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
-    assert metrics["n"] == 10_000 and metrics["samples_seen"] == rows[-1]["samples"]
-    row = (f"| {metrics['samples_seen']:,} ({rows[-1]['wall_s'] / 60:.1f} min) | "
-           f"**{metrics['e2ee']:.2f}** | **{metrics['fpe']:.2f}** | **{metrics['fne']:.2f}** | "
-           f"**{metrics['ce']:.2f}** | {metrics['density_ratio']:.2f}x | none |")
-    assert row in (ROOT / "README.md").read_text()
-    assert metrics["e2ee"] <= 0.74 and metrics["fpe"] <= 1.48
-    assert metrics["fne"] <= 0.42 and metrics["ce"] <= 1.16 and metrics["density_ratio"] <= 1.12
+    rows = assert_release_run_is_the_readmes_row(folder, seed=2, bold_minutes=False)
+    assert json.loads((folder / "config.json").read_text())["train"]["max_minutes"] == 115
+    assert json.loads((folder / "metrics.json").read_text())["samples_seen"] == rows[-1]["samples"]
     draws = [r["samples"] for r in rows for c, _, d in r["resampled"] if (c, d) == (6, 3)]
     assert draws == [44_000, 74_016, 106_016, 140_000, 170_016]
     assert "released channel 6 from digit 3" in (folder / "train.log").read_text()
-    assert rows[-1]["uncovered"] == [] and not (folder / "train_state.pt").exists()
 
 
 LATEX = ROOT / "checkpoints" / "latex-ocr-mt"
