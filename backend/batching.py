@@ -15,25 +15,23 @@ had not run a forward lately was up to 2x slower than the bare forward for the n
 seconds (measured with bench/api.py: c=1 right after c=8 at 20 req/s against 40-50
 otherwise). One compute thread keeps one warm team.
 
-What is shared is the decoder: it costs about the same for 1 map as for 4 or 8 (per-call
-and per-step overhead of a small transformer decoding up to 7 steps; it stops once every
-map in the chunk has ended), more than half of a lone request. The motif model's
-convolutions are compute-bound and run one image at a time: on this machine 4 images cost
-26 ms each with the motif model batched and 17 ms each with it run one at a time (the
-activations of several 100 x 100 x 32 maps no longer fit the caches); a lone request costs
-~32 ms.
+What is shared is the decoder: a small transformer decoding up to 7 steps costs more in
+per-call and per-step overhead than in arithmetic (on the 2026-12-07 host, `bench/decode.py`:
+about 6.6 ms for 1 map and 9.8 ms for 8). The motif model's convolutions are compute-bound
+and run one image at a time: 4 images cost 26 ms each with the motif model batched and
+17 ms each with it run one at a time (the activations of several 100 x 100 x 32 maps no
+longer fit the caches).
 
 Results are the ones each image gets alone, bit for bit, by construction: every motif map
-is computed as for a lone image, and the decoder runs in fixed chunks of
-SPARLING_BATCH_CHUNK maps (`run_images(..., decode_batch=...)`, the last chunk padded with
-copies of its last map), so its matrix multiplies have the same shapes whatever an image is batched
-with (with several threads a multiply splits its sums by its shape; torch also picks the
-convolution kernel by the batch size, hence one image at a time). A batch that fails is
-retried one image at a time, so one bad image fails only itself.
+is computed as for a lone image, and the decoder runs batch-invariantly
+(`run_images(..., batch_invariant=True)`, `sparling_core.models.batch_invariant`: every
+matrix multiply is one product per map, whose shape does not depend on the batch). Before
+2026-12-07 the decoder ran in fixed chunks of 8 maps instead, padded with copies, and a lone
+request paid for 8. A batch that fails is retried one image at a time, so one bad image
+fails only itself.
 
 Settings (environment): SPARLING_BATCH_MAX (default 8; 1 turns batching off),
-SPARLING_BATCH_WAIT_MS (default 2), SPARLING_BATCH_CHUNK (default 8: the decoder's fixed
-chunk; 4 pads less for a lone request, and serves fewer per call).
+SPARLING_BATCH_WAIT_MS (default 2).
 """
 
 from __future__ import annotations
@@ -86,15 +84,12 @@ class BatchStats:
 
 class Batcher:
     def __init__(self, run: Runner, max_batch: int | None = None,
-                 max_wait_s: float | None = None, decode_batch: int | None = None,
-                 name: str = "model"):
+                 max_wait_s: float | None = None, name: str = "model"):
         env = os.environ
         self.max_batch = max(1, int(env.get("SPARLING_BATCH_MAX", "8"))
                              if max_batch is None else max_batch)
         self.max_wait_s = (float(env.get("SPARLING_BATCH_WAIT_MS", "2")) / 1000
                            if max_wait_s is None else max_wait_s)
-        # the decoder's fixed chunk
-        self.decode_batch = max(1, decode_batch or int(env.get("SPARLING_BATCH_CHUNK", "8")))
         self.name = name
         self.stats = BatchStats()
         self._run = run
@@ -230,7 +225,7 @@ class Batcher:
         try:
             images = np.stack([item.image for item in batch])
             results = self._run(run_images, images, [item.dense for item in batch],
-                                decode_batch=self.decode_batch, motif_batch=1)
+                                batch_invariant=True, motif_batch=1)
         except Exception as e:
             if len(batch) == 1:
                 batch[0].future.set_exception(e)

@@ -88,14 +88,23 @@ def start_api(checkpoints: Path, port: int, log: Path, workers: int = 1) -> subp
         raise SystemExit(str(e)) from e
 
 
+def invariant_forward(model: SparlingModel, x: torch.Tensor) -> None:
+    """What the service computes for an image: its motif map, then the batch-invariant
+    decode (cached keys and values, one product per map)."""
+    with torch.inference_mode():
+        model.decode_motifs(model.sparse_motifs(x), batch_invariant=True)
+
+
 def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict, n: int
-                ) -> tuple[list[float], list[float], float]:
-    """n bare forwards and n HTTP requests (concurrency 1), alternating, so that both see
-    the same background load: (bare latencies, HTTP latencies, bare CPU seconds of this
-    thread: all of a forward's CPU when torch runs 1 thread)."""
+                ) -> tuple[list[float], list[float], float, list[float]]:
+    """n bare forwards, n of the service's computation in process and n HTTP requests
+    (concurrency 1), in turn, so that all see the same background load: (bare latencies,
+    HTTP latencies, bare CPU seconds of this thread: all of a forward's CPU when torch runs
+    1 thread, in-process service computation latencies)."""
     x = dc.images_to_tensor(image)
     model.generate(x)  # warm-up
-    bare, http, cpu = [], [], 0.0
+    invariant_forward(model, x)
+    bare, http, cpu, served = [], [], 0.0, []
     with httpx.Client(timeout=120) as client:
         client.post(url, **request).raise_for_status()
         for _ in range(n):
@@ -104,10 +113,13 @@ def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict
             bare.append(time.perf_counter() - t)
             cpu += time.thread_time() - c
             t = time.perf_counter()
+            invariant_forward(model, x)
+            served.append(time.perf_counter() - t)
+            t = time.perf_counter()
             r = client.post(url, **request)
             http.append(time.perf_counter() - t)
             r.raise_for_status()
-    return bare, http, cpu
+    return bare, http, cpu, served
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -251,12 +263,14 @@ def main() -> None:
             if args.workers > 1:  # every worker warm, not only the first one
                 run_load(url, json_request, 10 * args.workers, 4 * args.workers)
             before = cpu_seconds(proc.pid)
-            bare, http, bare_cpu = interleaved(ck.model, image, url, json_request,
-                                               args.requests)
+            bare, http, bare_cpu, invariant = interleaved(ck.model, image, url, json_request,
+                                                          args.requests)
             after = cpu_seconds(proc.pid)
             http_cpu = None if before is None or after is None else after - before
             rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare)),
-                    ("HTTP JSON, sparse (alternating)", 1, len(http), http, sum(http))]
+                    ("HTTP JSON, sparse (alternating)", 1, len(http), http, sum(http)),
+                    ("service's forward (in-process)", 1, len(invariant), invariant,
+                     sum(invariant))]
             for _ in range(args.rounds):
                 round_rps.append({})
                 for c in levels:
@@ -299,6 +313,10 @@ def main() -> None:
     print(f"p50 overhead, HTTP sparse (c=1) vs bare forward: {http_p50 / bare_p50:.2f}x "
           f"({(http_p50 - bare_p50) * 1e3:+.2f} ms); best case: {http_min / bare_min:.2f}x "
           f"({(http_min - bare_min) * 1e3:+.2f} ms)")
+    own_p50 = percentile(invariant, 50)
+    print(f"p50 HTTP sparse (c=1) vs the service's own forward in process (batch-invariant "
+          f"decode): {http_p50 / own_p50:.2f}x ({(http_p50 - own_p50) * 1e3:+.2f} ms: HTTP, "
+          f"JSON, hand-over); that forward vs model.generate: {own_p50 / bare_p50:.2f}x")
     if 1 in levels and 8 in levels:
         if http_cpu and torch.get_num_threads() == 1:
             print(f"CPU per request at c=1: server {http_cpu / len(http) * 1e3:.1f} ms, bare "

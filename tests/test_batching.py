@@ -90,9 +90,7 @@ def test_concurrent_requests_are_batched_and_equal_alone(loaded):
 
 
 def test_batch_limits_and_a_bad_image_fails_alone(loaded):
-    # the same decoder chunk as the model's own batcher, so that results compare
-    batcher = Batcher(loaded.run, max_batch=3, max_wait_s=0.05,
-                      decode_batch=loaded.batcher.decode_batch, name="small")
+    batcher = Batcher(loaded.run, max_batch=3, max_wait_s=0.05, name="small")
     try:
         images = _images(6)
         images[4] = np.zeros((7, 7), dtype=np.float32)  # not the model's shape
@@ -234,7 +232,7 @@ def test_channel_summaries_run_their_torch_work_on_the_compute_thread(loaded, mo
     summaries computed directly."""
     from sparling_core.analysis import inspect as inspect_module
 
-    threads, real = [], inspect_module.decode_in_fixed_batches
+    threads, real = [], inspect_module._decode_invariant
     real_forward = loaded.model.sparse_motifs
 
     def decode(*args, **kwargs):
@@ -245,7 +243,7 @@ def test_channel_summaries_run_their_torch_work_on_the_compute_thread(loaded, mo
         threads.append((threading.current_thread().name, loaded.lock.locked()))
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(inspect_module, "decode_in_fixed_batches", decode)
+    monkeypatch.setattr(inspect_module, "_decode_invariant", decode)
     monkeypatch.setattr(loaded.model, "sparse_motifs", forward)
     served = loaded.summaries(3)
     assert threads and set(threads) == {("batcher-tiny", True)}, threads

@@ -35,7 +35,8 @@ def _fit_warning(original: tuple[int, ...], shape: tuple[int, int], fit: str) ->
 def _run(loaded: LoadedModel, images: list, fit: str, dense: bool) -> list[dict]:
     shape = loaded.checkpoint.config.image_shape
     prepared = np.stack([prepare_image(image, shape, fit) for image in images])
-    results = loaded.run(run_images, prepared, dense)
+    # as the batcher computes a lone request: an image gets the same answer from either route
+    results = loaded.run(run_images, prepared, dense, batch_invariant=True, motif_batch=1)
     return [{"model": loaded.id, **r,
              "warnings": _fit_warning(np.shape(image), shape, fit) + r.get("warnings", [])}
             for image, r in zip(images, results, strict=True)]

@@ -28,7 +28,6 @@ __all__ = [
     "prepare_image",
     "sparse_activations",
     "run_images",
-    "decode_in_fixed_batches",
     "empty_decode",
     "run_image",
     "analyze",
@@ -199,31 +198,6 @@ def _result(model: SparlingModel, motif_map: torch.Tensor, active: torch.Tensor,
     }
 
 
-def decode_in_fixed_batches(model: SparlingModel, motifs: torch.Tensor, size: int
-                            ) -> tuple[list[list[int]], list[list[float]]]:
-    """`model.decode_motifs` over chunks of exactly `size` maps, the last padded with copies
-    of its last map. Each map's sequence and probabilities then do not depend on what else
-    is in the batch: with several threads, matrix-multiply libraries split a reduction by
-    the number of rows, so a map decoded beside 0 or 7 others can differ in the last bit.
-    (Copies, not empty maps: the decoder stops once every map of a chunk has ended, and
-    copies end when their original does; before that early stop, when every chunk ran all
-    its steps, 1 map + 7 empty ones took 15.4 ms on one thread against 8.7 ms for 8 real
-    ones, and with 2 threads both took 7.9 ms.)"""
-    if size < 1:
-        raise ValueError("size must be >= 1")
-    sequences: list[list[int]] = []
-    probabilities: list[list[float]] = []
-    for start in range(0, motifs.shape[0], size):
-        part = motifs[start:start + size]
-        k = part.shape[0]
-        if k < size:
-            part = torch.cat([part, part[-1:].expand(size - k, *part.shape[1:])])
-        seqs, probs = model.decode_motifs(part)
-        sequences += seqs[:k]
-        probabilities += probs[:k]
-    return sequences, probabilities
-
-
 # model -> (key, (sequence, probabilities)): the decoder's answer for an all-zero map
 _EMPTY_DECODES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -253,31 +227,26 @@ def empty_decode(model: SparlingModel, like: torch.Tensor) -> tuple[list[int], l
 
 
 def run_images(model: SparlingModel, images: Sequence[np.ndarray] | np.ndarray,
-               dense: bool | Sequence[bool] = False, decode_batch: int | None = None,
+               dense: bool | Sequence[bool] = False, batch_invariant: bool = False,
                motif_batch: int | None = None) -> list[dict]:
     """Run (N, H, W) images: per image its sparse activations, n_active, density, decoded
     sequence and per-token probabilities (end token included); the dense (C, H, W) map as
-    nested lists when `dense` (one flag for all, or one per image). `decode_batch`: decode
-    in fixed-size chunks (`decode_in_fixed_batches`), so that an image gives the same
-    result whatever it is batched with (the service's request batcher relies on it);
-    `motif_batch`: the motif maps this many images at a time (1 for models whose
-    convolutions torch runs with another kernel for one image than for several; a few for
-    cache-friendly convolutions)."""
+    nested lists when `dense` (one flag for all, or one per image). `batch_invariant`:
+    decode each map as it decodes alone, bit for bit, whatever it is batched with
+    (`SparlingModel.decode_motifs(..., batch_invariant=True)`; the service's request
+    batcher relies on it); `motif_batch`: the motif maps this many images at a time (1 for
+    models whose convolutions torch runs with another kernel for one image than for
+    several; a few for cache-friendly convolutions)."""
     _check_eval(model)
     with torch.inference_mode():
         x = _to_tensor(model, images)
         flags = [dense] * x.shape[0] if isinstance(dense, bool) else list(dense)
         if len(flags) != x.shape[0]:
             raise ValueError(f"{len(flags)} dense flags for {x.shape[0]} images")
-        if decode_batch is None:
-            decoded = model.generate(x)
-            motifs, sequences, probabilities = (decoded.motifs, decoded.sequences,
-                                                decoded.probabilities)
-        else:
-            step = motif_batch or x.shape[0]
-            motifs = torch.cat([model.sparse_motifs(x[i:i + step])
-                                for i in range(0, x.shape[0], step)])
-            sequences, probabilities = decode_in_fixed_batches(model, motifs, decode_batch)
+        step = motif_batch or x.shape[0]
+        motifs = torch.cat([model.sparse_motifs(x[i:i + step])
+                            for i in range(0, x.shape[0], step)])
+        sequences, probabilities = model.decode_motifs(motifs, batch_invariant=batch_invariant)
         active = model.bottleneck.active(motifs)
         empty = empty_decode(model, motifs)
         return [_result(model, motifs[i], active[i], sequences[i], probabilities[i], flags[i],
@@ -506,24 +475,28 @@ def _symbol_masks(domain: Domain, sample: Sample, h: int, w: int) -> dict[int, n
     return masks
 
 
-def _decode_changes(model: SparlingModel, batch: _Batch, decode_batch: int,
-                    run: Runner = _direct) -> np.ndarray:
+def _decode_invariant(model: SparlingModel, motifs: torch.Tensor
+                      ) -> tuple[list[list[int]], list[list[float]]]:
+    return model.decode_motifs(motifs, batch_invariant=True)
+
+
+def _decode_changes(model: SparlingModel, batch: _Batch, run: Runner = _direct) -> np.ndarray:
     """Per channel, how many of the batch's images decode to another sequence once the
     channel is removed from their sparse map (zeroed). Images where the channel is not on
-    keep their map and so their decode; only the others are decoded again. Decoding runs in
-    fixed-size chunks (`decode_in_fixed_batches`), so a map decodes the same edited or not."""
+    keep their map and so their decode; only the others are decoded again. Decoding is
+    batch-invariant, so a map decodes the same whichever maps it is decoded with."""
     c = batch.maps.shape[1]
     changed = np.zeros(c, dtype=np.int64)
     fires = batch.active.flatten(2).any(dim=2)  # (B, C)
-    decode = _inference(decode_in_fixed_batches)
-    before, _ = run(decode, model, batch.maps, decode_batch)
+    decode = _inference(_decode_invariant)
+    before, _ = run(decode, model, batch.maps)
     for ch in range(c):
         rows = fires[:, ch].nonzero()[:, 0]
         if not len(rows):
             continue
         edited = batch.maps[rows].clone()
         edited[:, ch] = 0
-        after, _ = run(decode, model, edited, decode_batch)
+        after, _ = run(decode, model, edited)
         changed[ch] = sum(a != before[i] for a, i in zip(after, rows.tolist(), strict=True))
     return changed
 
@@ -585,7 +558,6 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                       assignment: Mapping[int, int] | None = None, *, bins: int = 20,
                       top_k: int = 12, middle_k: int = 8, outside_k: int = 8, crop: int = 20,
                       batch_size: int = 50, max_values: int = 4_000_000, split: str = "val",
-                      decode_batch: int = 8,
                       progress: Callable[[int, int], None] | None = None,
                       run: Runner | None = None) -> list[dict]:
     """Per channel over the model's domain's images first_seed .. first_seed + n - 1 of
@@ -662,7 +634,7 @@ def channel_summaries(model: SparlingModel, n: int = 500,
                     for m in align_image(batch.maps[i], pairs, batch.active[i]).matches:
                         if m.channel is not None:
                             confusion[m.symbol, m.channel] += 1
-            changed += _decode_changes(model, batch, decode_batch, run)
+            changed += _decode_changes(model, batch, run)
             done += b
             if progress is not None:
                 progress(done, n)

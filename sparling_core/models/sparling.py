@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.sparsity import SPARSITY_KINDS, SparsityLayer, make_sparsity_layer
+from . import batch_invariant as bi
 
 __all__ = [
     "ModelConfig",
@@ -388,7 +390,7 @@ class _SequenceHead(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size + 2, d_model)  # + end, start
         self.position_embedding = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
         self.norm = nn.LayerNorm(d_model)
-        self.out = nn.Linear(d_model, vocab_size + 1)  # + end
+        self.out = bi.Linear(d_model, vocab_size + 1)  # + end
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None,
                 inputs: torch.Tensor) -> torch.Tensor:
@@ -416,11 +418,11 @@ class MotifDecoder(nn.Module):
         super().__init__()
         self.pool, self.max_len = pool, max_len
         self.cell_conv = nn.Sequential(
-            nn.Conv2d(channels, d_model, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(d_model, d_model, 3, stride=2, padding=1),
+            bi.Conv2d(channels, d_model, 3, padding=1), nn.ReLU(),
+            bi.Conv2d(d_model, d_model, 3, stride=2, padding=1),
         )
-        self.pos_proj = nn.Linear(15, d_model)
-        enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+        self.pos_proj = bi.Linear(15, d_model)
+        enc = bi.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
         self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
@@ -488,15 +490,15 @@ class ChannelDecoder(nn.Module):
         self.channels = channels
         self.cyclic_neighbours = cyclic_neighbours
         if cyclic_neighbours:
-            self.before_proj = nn.Linear(d_model, d_model)
-            self.after_proj = nn.Linear(d_model, d_model)
+            self.before_proj = bi.Linear(d_model, d_model)
+            self.after_proj = bi.Linear(d_model, d_model)
         coords = (torch.arange(image_size).float() + 0.5) / image_size * 2 - 1
         self.register_buffer("coords", coords, persistent=False)
         self.channel_embedding = nn.Parameter(torch.randn(channels, d_model) * 0.02)
-        self.features = nn.Sequential(nn.Linear(10, d_model), nn.ReLU(),
-                                      nn.Linear(d_model, d_model))
-        self.rank_proj = nn.Linear(2 * self.RANK_HARMONICS, d_model)
-        enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+        self.features = nn.Sequential(bi.Linear(10, d_model), nn.ReLU(),
+                                      bi.Linear(d_model, d_model))
+        self.rank_proj = bi.Linear(2 * self.RANK_HARMONICS, d_model)
+        enc = bi.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                          batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
         self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
@@ -574,10 +576,10 @@ class _RelativeLayer(nn.Module):
         super().__init__()
         self.heads = n_heads
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
-        self.bias = nn.Sequential(nn.Linear(rel_features, 64), nn.ReLU(), nn.Linear(64, n_heads))
-        self.ff = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(),
-                                nn.Linear(2 * d_model, d_model))
+        self.qkv, self.proj = bi.Linear(d_model, 3 * d_model), bi.Linear(d_model, d_model)
+        self.bias = nn.Sequential(bi.Linear(rel_features, 64), nn.ReLU(), bi.Linear(64, n_heads))
+        self.ff = nn.Sequential(bi.Linear(d_model, 2 * d_model), nn.ReLU(),
+                                bi.Linear(2 * d_model, d_model))
 
     def forward(self, x: torch.Tensor, rel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n, k, d = x.shape
@@ -649,23 +651,23 @@ class PointDecoder(nn.Module):
         self.register_buffer("frequencies",
                              torch.randn(2, fourier_features, generator=generator) * 4.0)
         self.channel_embedding = nn.Parameter(torch.randn(channels, d_model) * 0.02)
-        self.features = nn.Sequential(nn.Linear(2 * fourier_features + 3, d_model), nn.ReLU(),
-                                      nn.Linear(d_model, d_model))
-        self.summaries = (nn.Sequential(nn.Linear(2 * fourier_features + 5, d_model), nn.ReLU(),
-                                        nn.Linear(d_model, d_model))
+        self.features = nn.Sequential(bi.Linear(2 * fourier_features + 3, d_model), nn.ReLU(),
+                                      bi.Linear(d_model, d_model))
+        self.summaries = (nn.Sequential(bi.Linear(2 * fourier_features + 5, d_model), nn.ReLU(),
+                                        bi.Linear(d_model, d_model))
                           if channel_summaries else None)
         self.relative = point_encoder == "relative"
         if self.relative:
             self.encoder = RelativePointEncoder(d_model, n_heads, encoder_layers)
         else:
-            enc = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
+            enc = bi.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0,
                                              batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(enc, encoder_layers, enable_nested_tensor=False)
         self.head = _SequenceHead(d_model, n_heads, decoder_layers, max_len, vocab_size)
 
     def _fourier(self, place: torch.Tensor) -> torch.Tensor:
         """(..., 2) places in [0, 1] -> (..., 2F) sin and cos of the random frequencies."""
-        angles = 2 * math.pi * place @ self.frequencies
+        angles = bi.matmul(2 * math.pi * place, self.frequencies)
         return torch.cat([angles.sin(), angles.cos()], -1)
 
     def channel_tokens(self, motifs: torch.Tensor
@@ -841,22 +843,42 @@ class SparlingModel(nn.Module):
         return self.presence(pool_map(dense, self.config.presence_pool))
 
     @torch.no_grad()
-    def decode_motifs(self, motifs: torch.Tensor, stop_early: bool = True
+    def decode_motifs(self, motifs: torch.Tensor, stop_early: bool = True,
+                      batch_invariant: bool = False
                       ) -> tuple[list[list[int]], list[list[float]]]:
         """Greedy decoding of a (possibly edited) sparse motif map: the decoder alone.
         With `stop_early` it stops once every map has emitted the end token: the steps that
         do run compute what they compute in a full run, so each map's answer is the same bit
         for bit, and a batch of short labels skips the longest (most costly) steps
-        (`bench/decode.py` times both)."""
+        (`bench/decode.py` times both).
+
+        `batch_invariant`: each map's answer is the same bit for bit whatever else is in
+        the batch (`models.batch_invariant`: per-sample products, and the greedy steps with
+        cached keys and values). It equals the default path up to float rounding; the
+        service decodes this way so that batched requests get their lone answers."""
+        n = motifs.shape[0]
+        if batch_invariant:
+            with bi.batch_invariant():
+                memory, mask = self.decoder.encode(motifs)
+                steps = bi.IncrementalDecoder(self.decoder.head, memory, mask)
+                logits = lambda tokens: steps.step(tokens[:, -1])  # noqa: E731
+                return self._greedy(logits, n, motifs.device, stop_early)
         memory, mask = self.decoder.encode(motifs)
-        n, eos = motifs.shape[0], self.config.eos
-        tokens = torch.full((n, 1), self.config.bos, dtype=torch.long, device=motifs.device)
-        ended = torch.zeros(n, dtype=torch.bool, device=motifs.device)
+        return self._greedy(lambda tokens: self.decoder(memory, mask, tokens)[:, -1],
+                            n, motifs.device, stop_early)
+
+    def _greedy(self, logits: Callable[[torch.Tensor], torch.Tensor], n: int,
+                device: torch.device, stop_early: bool
+                ) -> tuple[list[list[int]], list[list[float]]]:
+        """The greedy loop over `logits(tokens so far (N, T)) -> next-token logits (N, V+1)`."""
+        eos = self.config.eos
+        tokens = torch.full((n, 1), self.config.bos, dtype=torch.long, device=device)
+        ended = torch.zeros(n, dtype=torch.bool, device=device)
         probs = []
         for _ in range(self.config.max_digits + 1):
             if stop_early and bool(ended.all()):
                 break
-            p = self.decoder(memory, mask, tokens)[:, -1].float().softmax(-1)  # (N, V + 1)
+            p = logits(tokens).float().softmax(-1)  # (N, V + 1)
             if tokens.shape[1] <= self.config.min_length:  # too short to end here
                 p[:, eos] = 0
                 p = p / p.sum(-1, keepdim=True)
