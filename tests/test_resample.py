@@ -491,6 +491,52 @@ def test_plan_resampling_by_coverage_aims_at_tokens_without_a_detector(monkeypat
         TrainConfig(detector_min_coverage=0.5)
 
 
+def test_release_exhausted_changes_no_plan_until_a_channel_has_used_up_its_redraws(monkeypatch):
+    """What resample_release_exhausted costs a run where no redrawn channel runs out of
+    redraws: nothing. Over random checks (coverage, pending channels, their redraw counts
+    below the limit), the plan and what it leaves in `pending` and `retries` are the same
+    with the option and without it; the first exhausted channel makes them differ."""
+    train_module = importlib.import_module("sparling_core.training.loop")
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    monkeypatch.setattr(train_module, "presence_errors", lambda *a: state["errors"])
+    monkeypatch.setattr(train_module, "sparse_activity", lambda *a: None)
+    monkeypatch.setattr(train_module, "channel_peaks", lambda *a: None)
+    monkeypatch.setattr(train_module, "presence_targets", lambda *a: None)
+    monkeypatch.setattr(train_module, "detector_coverage",
+                        lambda *a: (state["coverage"], torch.zeros(10, dtype=torch.long)))
+    monkeypatch.setattr(train_module, "find_duplicates", lambda *a, exclude: [
+        (d, k) for d, k in [(2, 6), (5, 9), (1, 4), (0, 8)]
+        if d not in exclude and k not in exclude])
+    model = SparlingModel(tiny_config())
+    plain = TrainConfig(resample_duplicates=True, resample_by_coverage=True)
+    release = TrainConfig(resample_duplicates=True, resample_by_coverage=True,
+                          resample_release_exhausted=True)
+    limit = plain.resample_max_retries
+
+    def plans(pending, retries):
+        out = []
+        for config in (plain, release):
+            p, r = dict(pending), dict(retries)
+            out.append((train_module._plan_resampling(model, None, None, config, p, r), p, r))
+        return out
+
+    for _ in range(200):
+        state["errors"] = torch.rand(10, generator=g) * 0.3
+        state["coverage"] = 0.5 + 0.5 * torch.rand(10, generator=g)
+        channels = torch.randperm(10, generator=g)[:3].tolist()
+        digits = torch.randperm(10, generator=g)[:3].tolist()
+        pending = dict(zip(channels, digits, strict=True))
+        retries = {c: int(torch.randint(0, limit, (1,), generator=g)) for c in channels}
+        without, with_release = plans(pending, retries)
+        assert with_release == without
+    # one pending channel at the limit on a digit still uncovered: now they differ
+    state["coverage"] = torch.full((10,), 0.99)
+    state["coverage"][7] = 0.5
+    without, with_release = plans({5: 7}, {5: limit})
+    assert without != with_release and with_release[1] == {}
+
+
 def test_validation_history_records_detector_coverage(tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(out=str(out), model=tiny_config(), batch_size=4, val_every=8,
