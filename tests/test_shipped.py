@@ -194,12 +194,13 @@ def test_tied_finish_mean_row_is_the_three_seeds():
     assert all(sum(m[k] for m in metrics) / 3 <= bound for k, bound in paper.items())
 
 
-def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes: bool
-                                          ) -> list[dict]:
+def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes: bool,
+                                          uncovered: str | None = None) -> list[dict]:
     """A run of configs/digit-circle-mt-fast-coverage-release.json (README, "Aiming
     resampling at the digits without a detector"): its config, its README row (metrics.json
     and the history's last wall time), every number at or below the paper's, every digit
-    covered at the end, no train_state.pt. Returns its history rows."""
+    covered at the end, no train_state.pt. With `uncovered` (the row's last cell), a run
+    that missed: its numbers plain, and above the paper's E2EE. Returns its history rows."""
     saved = json.loads((folder / "config.json").read_text())["train"]
     assert saved["resample_by_coverage"] and saved["resample_release_exhausted"]
     assert saved["seed"] == seed and saved["finish_phase_tied"]
@@ -209,10 +210,15 @@ def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes:
     assert ckpt.config.phase_tied
     assert metrics["n"] == 10_000 and metrics["samples_seen"] == ckpt.meta["samples_seen"]
     minutes = f"{rows[-1]['wall_s'] / 60:.1f} min"
+    bold = "**" if uncovered is None else ""
     row = (f"| {metrics['samples_seen']:,} ({f'**{minutes}**' if bold_minutes else minutes}) | "
-           f"**{metrics['e2ee']:.2f}** | **{metrics['fpe']:.2f}** | **{metrics['fne']:.2f}** | "
-           f"**{metrics['ce']:.2f}** | {metrics['density_ratio']:.2f}x | none |")
+           + "".join(f"{bold}{metrics[k]:.2f}{bold} | " for k in ("e2ee", "fpe", "fne", "ce"))
+           + f"{metrics['density_ratio']:.2f}x | {uncovered or 'none'} |")
     assert row in (ROOT / "README.md").read_text()
+    if uncovered is not None:
+        assert metrics["e2ee"] > 0.74 and rows[-1]["uncovered"]
+        assert not (folder / "train_state.pt").exists()
+        return rows
     assert metrics["e2ee"] <= 0.74 and metrics["fpe"] <= 1.48
     assert metrics["fne"] <= 0.42 and metrics["ce"] <= 1.16 and metrics["density_ratio"] <= 1.12
     assert rows[-1]["uncovered"] == [] and not (folder / "train_state.pt").exists()
@@ -279,3 +285,19 @@ def test_latex_checkpoint_is_a_cpu_run_within_8_hours_and_the_readme_row():
     assert metrics["samples_seen"] == ckpt.meta["samples_seen"] == rows[-1]["samples"]
     assert metrics["density"] <= rows[-1]["density"] * 1.5  # evaluated at the trained density
     assert latex_readme_row(metrics) in (ROOT / "README.md").read_text()
+
+
+def test_coverage_release_seed_3_is_the_readmes_row():
+    """checkpoints/digit-circle-mt-fast-coverage-release-s3: seed 3, the config as it is
+    (its 49.5-minute cap) on the 2026-12-07 Intel host; it stopped at the cap with 7 never
+    covered: channel 8 drawn for 7 three times, released, drawn twice more."""
+    folder = ROOT / "checkpoints" / "digit-circle-mt-fast-coverage-release-s3"
+    assert_one_2_thread_cpu_run_within_50_minutes(folder)
+    rows = assert_release_run_is_the_readmes_row(folder, seed=3, bold_minutes=False,
+                                                 uncovered="7 (never covered)")
+    assert json.loads((folder / "config.json").read_text())["train"]["max_minutes"] == 49.5
+    assert all(7 in r["uncovered"] for r in rows if r["samples"] >= 2000)
+    draws = [r["samples"] for r in rows for c, _, d in r["resampled"] if (c, d) == (8, 7)]
+    assert draws == [56000, 86016, 118016, 152000, 182016]
+    assert "released channel 8 from digit 7" in (folder / "train.log").read_text()
+
