@@ -40,8 +40,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["batch_invariant", "enabled", "linear", "matmul", "Linear", "Conv2d",
-           "TransformerEncoderLayer", "IncrementalDecoder"]
+__all__ = ["batch_invariant", "enabled", "linear", "matmul", "attention", "Linear", "Conv2d",
+           "TransformerEncoderLayer", "IncrementalDecoder", "uses_plain_layers"]
 
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_invariant", default=False)
 
