@@ -2,6 +2,8 @@
 same bit for bit alone or batched with any others, for every decoder kind, and equals the
 default decoding up to float rounding."""
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -75,19 +77,35 @@ def test_the_invariant_decode_equals_the_default_one_up_to_rounding(kind):
         assert a == pytest.approx(b, abs=1e-5)
 
 
-def test_the_plain_multiply_does_depend_on_the_batch():
+def test_the_plain_multiply_does_depend_on_the_batch(threads):
     """Why the module exists: on this torch, F.linear on rows of 1 sample and of several
-    differs in the last bits for some shapes; the per-sample product never does."""
+    differs in the last bits for some shapes (which ones depends on the CPU: a grid of
+    small ones, as the decoders have); the per-sample product never does, inside the
+    context (which runs torch on one thread)."""
     torch.manual_seed(0)
-    weight, bias = torch.randn(64, 128), torch.randn(64)
-    x = torch.randn(8, 5, 128)
-    plain_differs = any(
-        not torch.equal(nn.functional.linear(x[:n], weight, bias)[:1],
-                        nn.functional.linear(x[:1], weight, bias)) for n in range(2, 9))
-    ours = [bi.linear(x[:n], weight, bias)[:1] for n in range(1, 9)]
+    plain_differs = 0
+    for rows, k, m in itertools.product((1, 5, 10), (16, 32, 128), (32, 64, 96)):
+        weight, bias = torch.randn(m, k), torch.randn(m)
+        x = torch.randn(8, rows, k)
+        plain_differs += any(
+            not torch.equal(nn.functional.linear(x[:n], weight, bias)[:1],
+                            nn.functional.linear(x[:1], weight, bias)) for n in range(2, 9))
+        with bi.batch_invariant():
+            ours = [bi.linear(x[:n], weight, bias)[:1] for n in range(1, 9)]
+        assert all(torch.equal(o, ours[0]) for o in ours), (rows, k, m)
+        assert torch.allclose(ours[0], nn.functional.linear(x[:1], weight, bias), atol=1e-4)
     assert plain_differs
-    assert all(torch.equal(o, ours[0]) for o in ours)
-    assert torch.allclose(ours[0], nn.functional.linear(x[:1], weight, bias), atol=1e-4)
+
+
+def test_the_context_runs_torch_on_one_thread_and_restores_the_count(threads):
+    with bi.batch_invariant():
+        assert torch.get_num_threads() == 1
+        with bi.batch_invariant(False):  # off: leaves the count as it finds it
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError), bi.batch_invariant():
+        raise RuntimeError("the count is restored on the way out of an error too")
+    assert torch.get_num_threads() == threads
 
 
 def test_the_layers_are_the_torch_layers_outside_the_context():

@@ -15,8 +15,9 @@ torch runs it as one matrix product per sample, whose shape is the sample's own 
 the layer's width), never the batch's. Everything else a decoder does is row-wise (layer
 norm, softmax, attention per sample and head, reductions within a sample, top-k and sorts
 per row) or elementwise, and convolutions run one sample at a time (torch picks the
-convolution kernel by batch size). `tests/test_batch_invariant.py` checks every decoder
-kind, bit for bit, at 1 and 2 threads.
+convolution kernel by batch size). Inside the context torch runs on one thread (see
+`batch_invariant`). `tests/test_batch_invariant.py` checks every decoder kind, bit for
+bit, with torch set to 1 and to 2 threads outside the context.
 
 Use: `with batch_invariant(): decoder.encode(motifs)`, then `IncrementalDecoder` for the
 greedy steps (what `SparlingModel.decode_motifs(..., batch_invariant=True)` does). The
@@ -53,11 +54,24 @@ def enabled() -> bool:
 
 @contextlib.contextmanager
 def batch_invariant(on: bool = True) -> Iterator[None]:
-    """Within it, this module's layers compute each sample (dim 0) as they would alone."""
+    """Within it, this module's layers compute each sample (dim 0) as they would alone,
+    and torch runs on one thread in this thread (`torch.set_num_threads(1)`, restored on
+    exit): a batched GEMM on several threads splits the work of one product differently
+    from that of several (on an AMD EPYC with torch 2.13, 240 of 700 small `bmm` shapes
+    gave a lone sample other bits than the same sample in a batch at 2 threads, none at 1),
+    and the decoders' products are far too small to gain from more threads. With the
+    OpenMP build the count is per thread; torch also keeps it as the default of threads
+    that first call into torch while the context is open."""
     token = _ENABLED.set(on)
+    threads = torch.get_num_threads()
+    single = on and threads != 1
+    if single:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
+        if single:
+            torch.set_num_threads(threads)
         _ENABLED.reset(token)
 
 
@@ -113,9 +127,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
     n, t, d = q.shape
     s = k.shape[1]
     hd = d // heads
-    q = q.reshape(n, t, heads, hd).transpose(1, 2)
-    k = k.reshape(n, s, heads, hd).transpose(1, 2)
-    v = v.reshape(n, s, heads, hd).transpose(1, 2)
+    # contiguous: torch.matmul folds (N, heads) into one batch dim, which for a transposed
+    # view of several samples needs a copy but for one sample does not, and the GEMM then
+    # gets other strides and, on some CPUs (an AMD EPYC, 2026-12-08), another kernel: the
+    # lone sample's logits differed in the last bit from the batched one's
+    q = q.reshape(n, t, heads, hd).transpose(1, 2).contiguous()
+    k = k.reshape(n, s, heads, hd).transpose(1, 2).contiguous()
+    v = v.reshape(n, s, heads, hd).transpose(1, 2).contiguous()
     logits = torch.matmul(q, k.transpose(-1, -2)) * hd ** -0.5  # (N, heads, T, S)
     if key_mask is not None:
         logits = logits + key_mask[:, None, None, :]
