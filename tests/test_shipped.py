@@ -195,12 +195,16 @@ def test_tied_finish_mean_row_is_the_three_seeds():
 
 
 def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes: bool,
-                                          uncovered: str | None = None) -> list[dict]:
+                                          uncovered: str | None = None,
+                                          meets: bool | None = None) -> list[dict]:
     """A run of configs/digit-circle-mt-fast-coverage-release.json (README, "Aiming
     resampling at the digits without a detector"): its config, its README row (metrics.json
     and the history's last wall time), every number at or below the paper's, every digit
     covered at the end, no train_state.pt. With `uncovered` (the row's last cell), a run
-    that missed: its numbers plain, and above the paper's E2EE. Returns its history rows."""
+    that missed: its numbers plain, and above the paper's E2EE. With `meets=False` and no
+    `uncovered`, a run that covered every digit and still missed a paper number: its
+    numbers plain. Returns its history rows."""
+    meets = uncovered is None if meets is None else meets
     saved = json.loads((folder / "config.json").read_text())["train"]
     assert saved["resample_by_coverage"] and saved["resample_release_exhausted"]
     assert saved["seed"] == seed and saved["finish_phase_tied"]
@@ -210,7 +214,7 @@ def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes:
     assert ckpt.config.phase_tied
     assert metrics["n"] == 10_000 and metrics["samples_seen"] == ckpt.meta["samples_seen"]
     minutes = f"{rows[-1]['wall_s'] / 60:.1f} min"
-    bold = "**" if uncovered is None else ""
+    bold = "**" if meets else ""
     row = (f"| {metrics['samples_seen']:,} ({f'**{minutes}**' if bold_minutes else minutes}) | "
            + "".join(f"{bold}{metrics[k]:.2f}{bold} | " for k in ("e2ee", "fpe", "fne", "ce"))
            + f"{metrics['density_ratio']:.2f}x | {uncovered or 'none'} |")
@@ -218,6 +222,11 @@ def assert_release_run_is_the_readmes_row(folder: Path, seed: int, bold_minutes:
     if uncovered is not None:
         assert metrics["e2ee"] > 0.74 and rows[-1]["uncovered"]
         assert not (folder / "train_state.pt").exists()
+        return rows
+    paper = {"e2ee": 0.74, "fpe": 1.48, "fne": 0.42, "ce": 1.16, "density_ratio": 1.12}
+    if not meets:
+        assert any(metrics[k] > bound for k, bound in paper.items())
+        assert rows[-1]["uncovered"] == [] and not (folder / "train_state.pt").exists()
         return rows
     assert metrics["e2ee"] <= 0.74 and metrics["fpe"] <= 1.48
     assert metrics["fne"] <= 0.42 and metrics["ce"] <= 1.16 and metrics["density_ratio"] <= 1.12
@@ -301,3 +310,21 @@ def test_coverage_release_seed_3_is_the_readmes_row():
     assert draws == [56000, 86016, 118016, 152000, 182016]
     assert "released channel 8 from digit 7" in (folder / "train.log").read_text()
 
+
+
+def test_coverage_release_seed_4_is_the_readmes_row():
+    """checkpoints/digit-circle-mt-fast-coverage-release-s4: seed 4, the config as it is on
+    the 2026-12-08 AMD EPYC host, ran to its end within 30 minutes with every digit covered
+    and the release never acting; E2EE, CE and the density meet the paper's numbers, FPE and
+    FNE do not: the misses are the 1s (their channel fires one pixel beside them)."""
+    folder = ROOT / "checkpoints" / "digit-circle-mt-fast-coverage-release-s4"
+    assert_one_2_thread_cpu_run_within_50_minutes(folder, minutes=30)
+    rows = assert_release_run_is_the_readmes_row(folder, seed=4, bold_minutes=False,
+                                                 meets=False)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["e2ee"] <= 0.74 and metrics["ce"] <= 1.16 and metrics["density_ratio"] <= 1.12
+    assert metrics["fpe"] > 1.48 and metrics["fne"] > 0.42
+    missed = metrics["missed_by_symbol"]
+    assert missed[1] > 0.95 * sum(missed)  # the 1s
+    assert "released channel" not in (folder / "train.log").read_text()
+    assert [r["samples"] for r in rows if r["resampled"]] == [52_000, 82_016, 114_016]
