@@ -210,9 +210,32 @@ def test_channel_sites_finds_the_nearest_digit_and_distance():
 
     rows = sites.channel_sites(_FakeModel(fire), samples)
     assert rows[2] == {"channel": 2, "active": 1, "nearest": [(first.digit, 1)],
-                       "median_distance": 0.0}
+                       "median_distance": 0.0, "in_box": 1, "outside": []}
     assert rows[7]["nearest"] == [(second.digit, 1)] and rows[7]["median_distance"] == 3.0
-    assert rows[0] == {"channel": 0, "active": 0, "nearest": [], "median_distance": None}
+    assert rows[0] == {"channel": 0, "active": 0, "nearest": [], "median_distance": None,
+                       "in_box": 0, "outside": []}
+
+
+def test_channel_sites_says_how_far_outside_the_box_a_mark_lies(capsys):
+    sites = importlib.import_module("experiments.channel_sites")
+    from sparling_core.domains import digit_circle as dc
+
+    box = (10, 20, 22, 27)  # rows 10-21, columns 20-26
+    assert sites.outside_by(15, 23, box) == (0, 0)
+    assert sites.outside_by(15, 27, box) == (0, 1)  # one column right of the last
+    assert sites.outside_by(9, 19, box) == (-1, -1)
+    assert sites.outside_by(24, 23, box) == (3, 0)
+    sample = dc.sample(5)
+    motif = sample.motifs[0]
+    r0, c0, r1, c1 = motif.box
+
+    def fire(y):  # channel 4 just right of the first digit's box, channel 1 inside it
+        y[0, 4, (r0 + r1) // 2, c1] = 1.0
+        y[0, 1, r0, c0] = 1.0
+
+    rows = sites.channel_sites(_FakeModel(fire), [sample])
+    assert rows[4]["in_box"] == 0 and rows[4]["outside"] == [((0, 1), 1)]
+    assert rows[1]["in_box"] == 1 and rows[1]["outside"] == []
 
 
 def test_a_run_that_another_process_trains_is_refused(ablations, tmp_path):
