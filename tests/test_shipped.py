@@ -140,6 +140,8 @@ TIED_FINISH_LABELS = {
     2: "**seed 2: `digit-circle-mt-fast-tied-finish-s2`** (2026-11-28; a host 1.9x faster, "
        "see below)",
     3: "**seed 3: `digit-circle-mt-fast-tied-finish-s3`** (2026-11-28; seed 2's host)",
+    4: "seed 4: `digit-circle-mt-fast-tied-finish-s4` (2026-12-08; an AMD EPYC (Zen 5) host, "
+       "see below)",
 }
 
 
@@ -149,12 +151,12 @@ def tied_finish(seed: int) -> tuple[Path, dict, list[dict]]:
     return folder, json.loads((folder / "metrics.json").read_text()), rows
 
 
-@pytest.mark.parametrize("seed", [2, 3])
-def test_tied_finish_seeds_2_and_3_are_the_readmes_rows(seed):
-    """checkpoints/digit-circle-mt-fast-tied-finish-s{2,3}: the same recipe with seeds 2 and
-    3, each one run from scratch on 2 CPU threads; the README's row is its history's last
-    wall time and its metrics.json (seed 2's FPE 2.17 misses the paper's 1.48; the README
-    says so)."""
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_tied_finish_seeds_2_to_4_are_the_readmes_rows(seed):
+    """checkpoints/digit-circle-mt-fast-tied-finish-s{2,3,4}: the same recipe with seeds 2,
+    3 and 4, each one run from scratch on 2 CPU threads; the README's row is its history's
+    last wall time and its metrics.json (seed 2's FPE 2.17 misses the paper's 1.48, seed 4
+    misses E2EE, FPE and FNE; the README says so)."""
     folder, metrics, rows = tied_finish(seed)
     assert_one_2_thread_cpu_run_within_50_minutes(folder)
     saved = json.loads((folder / "config.json").read_text())
@@ -328,3 +330,23 @@ def test_coverage_release_seed_4_is_the_readmes_row():
     assert missed[1] > 0.95 * sum(missed)  # the 1s
     assert "released channel" not in (folder / "train.log").read_text()
     assert [r["samples"] for r in rows if r["resampled"]] == [52_000, 82_016, 114_016]
+
+
+def test_tied_finish_seed_4_misses_for_the_readmes_reasons():
+    """Seed 4 of the tied-finish recipe: 5 never covered (its redrawn channel never learned
+    it) and the 1s all missed (their channel marks them beside the box); the README's mean
+    over seeds 1-4 is from the four metrics.json, and no longer beats the paper's E2EE."""
+    folder, metrics, rows = tied_finish(4)
+    assert rows[-1]["uncovered"] == [5] and all(5 in r["uncovered"] for r in rows[-50:])
+    missed = metrics["missed_by_symbol"]
+    assert missed[5] > 4000 and missed[1] > 4000  # of about 4,450 each
+    draws = [r["samples"] for r in rows for c, _, d in r["resampled"] if (c, d) == (7, 5)]
+    assert draws == [52_000, 82_016, 114_016]
+    runs = [tied_finish(seed) for seed in (1, 2, 3, 4)]
+    means = {k: sum(m[k] for _, m, _ in runs) / 4 for k in ("e2ee", "fpe", "fne", "ce")}
+    row = ("  | mean [min, max], seeds 1-4 | "
+           f"{sum(m['samples_seen'] for _, m, _ in runs) / 4:,.0f} | 22.0-49.1 (three hosts) | "
+           + " | ".join(f"{means[k]:.2f} [{min(m[k] for _, m, _ in runs):.2f}, "
+                        f"{max(m[k] for _, m, _ in runs):.2f}]" for k in means) + " |")
+    assert row in (ROOT / "README.md").read_text()
+    assert means["e2ee"] > 0.74
