@@ -18,12 +18,18 @@ OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE on a machine that is busy with somethi
 machine); server CPU is then summed over the workers. The client sends one JSON body,
 encoded once: encoding it anew costs the load generator about 5 ms of Python per request,
 which on 2 shared cores caps concurrency 8 below what the server can do (`--encode-each`
-measures that way).
+measures that way). The load generator's own CPU per request is printed too: the sparse
+JSON levels use httpx by default, `--client raw` the standard library's `http.client`
+(less Python per request taken from the cores the server runs on).
+
+    .venv/bin/python bench/api.py --client raw
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import io
 import json
 import os
@@ -33,6 +39,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,30 +103,35 @@ def invariant_forward(model: SparlingModel, x: torch.Tensor) -> None:
         model.decode_motifs(model.sparse_motifs(x), batch_invariant=True)
 
 
-def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict, n: int
+def interleaved(model: SparlingModel, image: np.ndarray, url: str, request: dict, n: int,
+                client: str = "httpx", settle_s: float = 0.0
                 ) -> tuple[list[float], list[float], float, list[float]]:
     """n bare forwards, n of the service's computation in process and n HTTP requests
     (concurrency 1), in turn, so that all see the same background load: (bare latencies,
     HTTP latencies, bare CPU seconds of this thread: all of a forward's CPU when torch runs
-    1 thread, in-process service computation latencies)."""
+    1 thread, in-process service computation latencies). `settle_s`: a pause before each
+    timed call, so that none starts while the previous one's OpenMP threads still spin
+    (GOMP_SPINCOUNT) on the cores it needs."""
     x = dc.images_to_tensor(image)
     model.generate(x)  # warm-up
     invariant_forward(model, x)
     bare, http, cpu, served = [], [], 0.0, []
-    with httpx.Client(timeout=120) as client:
-        client.post(url, **request).raise_for_status()
+    with poster(url, request, client) as post:
+        post()
         for _ in range(n):
+            time.sleep(settle_s)
             t, c = time.perf_counter(), time.thread_time()
             model.generate(x)
             bare.append(time.perf_counter() - t)
             cpu += time.thread_time() - c
+            time.sleep(settle_s)
             t = time.perf_counter()
             invariant_forward(model, x)
             served.append(time.perf_counter() - t)
+            time.sleep(settle_s)
             t = time.perf_counter()
-            r = client.post(url, **request)
+            post()
             http.append(time.perf_counter() - t)
-            r.raise_for_status()
     return bare, http, cpu, served
 
 
@@ -163,36 +176,89 @@ def served_images(detail_url: str) -> tuple[int, int]:
     return serving["forwards"], serving["images"]
 
 
-def run_load(url: str, request: dict, n: int, concurrency: int) -> tuple[list[float], float, int]:
-    """n requests over `concurrency` keep-alive clients: latencies, wall time, bytes of one.
-    Each client is built and its connection warmed by one request before the clock starts
-    (all of them: a barrier), so the wall time holds the n measured requests only. Before
+class RawClient:
+    """A keep-alive HTTP/1.1 client from the standard library (`http.client`) that posts one
+    pre-encoded body: a lighter load generator than httpx, whose own Python per request
+    shares the 2 cores with the server (`--client raw`)."""
+
+    def __init__(self, url: str, request: dict):
+        parts = urllib.parse.urlsplit(url)
+        if "content" not in request:
+            raise SystemExit("--client raw posts a pre-encoded body: leave out --encode-each")
+        self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.body, self.headers = request["content"], request.get("headers", {})
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+
+    def post(self) -> bytes:
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        response = self.connection.getresponse()
+        content = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {content[:200]!r}")
+        return content
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.connection.close()
+
+
+@contextlib.contextmanager
+def poster(url: str, request: dict, client: str = "httpx") -> Iterator[Callable[[], bytes]]:
+    """A keep-alive connection's `post()`, which sends `request` to `url` and returns the
+    response body (raising on a status other than 200): through httpx, or `RawClient`."""
+    if client == "raw":
+        with RawClient(url, request) as raw:
+            yield raw.post
+        return
+    with httpx.Client(timeout=120) as session:
+        yield lambda: session.post(url, **request).raise_for_status().content
+
+
+def run_load(url: str, request: dict, n: int, concurrency: int, client: str = "httpx"
+             ) -> tuple[list[float], float, int, float]:
+    """n requests over `concurrency` keep-alive clients (httpx, or `RawClient` with
+    client="raw"): latencies, wall time, bytes of one, and this process's CPU seconds over
+    the measured requests (the load generator's; building the clients, whose TLS set-up
+    alone costs httpx tens of milliseconds each, and warming them are left out). Each client
+    is built and its connection warmed by one request before the clock starts (all of
+    them: a barrier), so the wall time holds the n measured requests only. Before
     2026-11-28 it also held building the clients and their warm-up requests: 8 extra
-    requests at c=8 against 1 at c=1, which understated c=8 by about a tenth at 80 requests."""
+    requests at c=8 against 1 at c=1, which understated c=8 by about a tenth at 80
+    requests."""
     latencies: list[float] = []
     sizes: list[int] = []
     lock = threading.Lock()
     counts = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
     started: list[float] = []
-    ready = threading.Barrier(concurrency, action=lambda: started.append(time.perf_counter()))
+    cpu: list[float] = []  # this process's CPU time (all threads) when the clock starts
+
+    def start() -> None:
+        started.append(time.perf_counter())
+        cpu.append(time.process_time())
+
+    ready = threading.Barrier(concurrency, action=start)
+    finished_cpu: list[float] = []
 
     def worker(k: int) -> float:
-        with httpx.Client(timeout=120) as client:
-            client.post(url, **request).raise_for_status()  # warm the connection
+        with poster(url, request, client) as post:
+            post()  # warm the connection
             ready.wait(timeout=120)
             for _ in range(k):
                 t = time.perf_counter()
-                r = client.post(url, **request)
+                content = post()
                 dt = time.perf_counter() - t
-                r.raise_for_status()
                 with lock:
                     latencies.append(dt)
-                    sizes.append(len(r.content))
+                    sizes.append(len(content))
+                    if len(latencies) == n:  # the last request: before any client closes
+                        finished_cpu.append(time.process_time())
             return time.perf_counter()
 
     with ThreadPoolExecutor(concurrency) as pool:
         finished = list(pool.map(worker, counts))
-    return latencies, max(finished) - started[0], sizes[0]
+    return latencies, max(finished) - started[0], sizes[0], finished_cpu[0] - cpu[0]
 
 
 def main() -> None:
@@ -214,6 +280,14 @@ def main() -> None:
     parser.add_argument("--encode-each", action="store_true",
                         help="the client encodes the JSON body of every request anew (its "
                              "CPU then competes with the server's)")
+    parser.add_argument("--settle-ms", type=float, default=0.0,
+                        help="pause before each timed call of the alternating c=1 "
+                             "measurement, so that the previous call's spinning OpenMP "
+                             "threads are idle (0: back to back, as before 2026-12-08)")
+    parser.add_argument("--client", choices=("httpx", "raw"), default="httpx",
+                        help="the load generator of the sparse JSON levels: httpx, or raw "
+                             "(the standard library's http.client, less Python per request "
+                             "beside the server on the same cores)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sparling-bench-") as tmp:
@@ -243,7 +317,7 @@ def main() -> None:
                         {"content": body, "headers": {"content-type": "application/json"}})
         print(f"checkpoint {checkpoint} ({ck.model.num_parameters():,} parameters), "
               f"image seed {args.seed}, torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs, {args.workers} server worker(s), "
+              f"{os.cpu_count()} CPUs, {args.workers} server worker(s), client {args.client}, "
               f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (both processes)")
 
         motifs = ck.model.generate(dc.images_to_tensor(image)).motifs
@@ -253,6 +327,7 @@ def main() -> None:
         loads: dict[int, list] = {c: [[], 0.0] for c in levels}
         round_rps: list[dict[int, float]] = []
         server_cpu: dict[int, float] = {c: 0.0 for c in levels}
+        client_cpu: dict[int, float] = {c: 0.0 for c in levels}  # this process's, all threads
         batches: dict[int, list[int]] = {c: [0, 0] for c in levels}  # forwards, images
         detail_url = f"http://127.0.0.1:{port}/v1/models/{model_id}"
         try:
@@ -264,7 +339,8 @@ def main() -> None:
                 run_load(url, json_request, 10 * args.workers, 4 * args.workers)
             before = cpu_seconds(proc.pid)
             bare, http, bare_cpu, invariant = interleaved(ck.model, image, url, json_request,
-                                                          args.requests)
+                                                          args.requests, args.client,
+                                                          args.settle_ms / 1000)
             after = cpu_seconds(proc.pid)
             http_cpu = None if before is None or after is None else after - before
             rows = [("bare model.generate (in-process)", 1, len(bare), bare, sum(bare)),
@@ -276,7 +352,9 @@ def main() -> None:
                 for c in levels:
                     before = cpu_seconds(proc.pid)
                     served = served_images(detail_url)
-                    lat, wall, sparse_bytes = run_load(url, json_request, args.requests, c)
+                    lat, wall, sparse_bytes, mine = run_load(url, json_request, args.requests,
+                                                             c, args.client)
+                    client_cpu[c] += mine
                     after = cpu_seconds(proc.pid)
                     now = served_images(detail_url)
                     batches[c][0] += now[0] - served[0]
@@ -289,12 +367,12 @@ def main() -> None:
             for c in levels:
                 rows.append(("HTTP JSON, sparse", c, len(loads[c][0]), *loads[c]))
             n_small = max(5, args.requests // 4)
-            lat, wall, dense_bytes = run_load(url + "?dense=true", json_request, n_small, 1)
+            lat, wall, dense_bytes, _ = run_load(url + "?dense=true", json_request, n_small, 1)
             rows.append(("HTTP JSON, dense=true", 1, len(lat), lat, wall))
             buffer = io.BytesIO()
             Image.fromarray(image * 255, mode="L").save(buffer, format="PNG")
             png_request = {"files": {"file": ("x.png", buffer.getvalue(), "image/png")}}
-            lat, wall, _ = run_load(url, png_request, n_small, 1)
+            lat, wall, _, _ = run_load(url, png_request, n_small, 1)
             rows.append(("HTTP PNG upload, sparse", 1, len(lat), lat, wall))
         finally:
             stop_server(proc)
@@ -327,6 +405,9 @@ def main() -> None:
                   f"{per_request[8] * 1e3:.1f} ms: capacity c=8 / c=1 "
                   f"{per_request[1] / per_request[8]:.2f}x (what throughput would gain with "
                   "the cores to itself; CPU time does not count waiting for a busy core)")
+        load = {c: client_cpu[c] / len(loads[c][0]) for c in (1, 8)}
+        print(f"load generator ({args.client}) CPU per request: c=1 {load[1] * 1e3:.1f} ms, "
+              f"c=8 {load[8] * 1e3:.1f} ms (on the same cores as the server)")
         if args.workers == 1:
             print("mean batch in the server: " + ", ".join(
                 f"c={c} {images / forwards:.2f} ({images} images in {forwards} forwards)"
