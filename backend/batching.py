@@ -47,12 +47,21 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from sparling_core.analysis.inspect import run_images
 
-__all__ = ["Batcher", "BatchStats"]
+__all__ = ["Batcher", "BatchStats", "PROCESS_THREADS"]
 
 log = logging.getLogger(__name__)
+
+# torch's thread count when the service is imported (in the main thread, before any model
+# work). Each compute thread sets its own count to it when it starts: torch gives a thread
+# that first calls into it the count set last by any thread, and a batch-invariant decode
+# elsewhere sets 1 while it runs (`sparling_core.models.batch_invariant`), so a compute
+# thread started meanwhile would otherwise run every forward on one thread, with other
+# bits than the same image gets from a thread on two.
+PROCESS_THREADS = torch.get_num_threads()
 
 T = TypeVar("T")
 Runner = Callable[..., Any]  # run(fn, images, dense, **kw) -> fn(model, images, dense, **kw)
@@ -84,8 +93,10 @@ class BatchStats:
 
 class Batcher:
     def __init__(self, run: Runner, max_batch: int | None = None,
-                 max_wait_s: float | None = None, name: str = "model"):
+                 max_wait_s: float | None = None, name: str = "model",
+                 threads: int | None = None):
         env = os.environ
+        self.threads = PROCESS_THREADS if threads is None else threads  # the compute thread's
         self.max_batch = max(1, int(env.get("SPARLING_BATCH_MAX", "8"))
                              if max_batch is None else max_batch)
         self.max_wait_s = (float(env.get("SPARLING_BATCH_WAIT_MS", "2")) / 1000
@@ -154,6 +165,8 @@ class Batcher:
 
     def _loop(self) -> None:
         batch: list = []  # images, or one call
+        torch.get_num_threads()  # torch's first call sets this thread's count: before ours
+        torch.set_num_threads(self.threads)
         try:
             while True:
                 with self._cond:

@@ -330,3 +330,44 @@ def test_the_service_sets_the_openmp_spin_before_torch_loads(given, expected):
                          text=True, timeout=120, check=True,
                          cwd=pathlib.Path(__file__).resolve().parents[1])
     assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_compute_thread_started_during_an_invariant_decode_runs_on_its_own_count():
+    """A batch-invariant decode runs torch on one thread, and torch starts a thread that
+    first calls into it meanwhile on that count; a compute thread sets its own when it
+    starts, so that its forwards do not silently run on one thread (they had, in a CI run:
+    the service's answers then differed from the same computation in the test's thread)."""
+    import torch
+
+    from sparling_core.models.sparling import SparlingModel
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from helpers import tiny_config
+
+    model = SparlingModel(tiny_config()).eval()
+    maps = torch.zeros(2, 10, 100, 100)
+    maps[1, 3, 50, 50] = 1.0
+    stop = threading.Event()
+
+    def decode_forever():
+        with torch.inference_mode():
+            while not stop.is_set():
+                model.decode_motifs(maps, batch_invariant=True)
+
+    decoder = threading.Thread(target=decode_forever)
+    decoder.start()
+    try:
+        fresh: list[int] = []
+        for _ in range(20):  # plain new threads mostly start on 1 while it decodes
+            t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+            t.start()
+            t.join()
+        batchers = [Batcher(_echo([None]), name=f"t{i}", threads=3) for i in range(5)]
+        counts = [b.call(torch.get_num_threads) for b in batchers]
+    finally:
+        stop.set()
+        decoder.join()
+        for b in batchers:
+            b.close(timeout=10)
+    assert 1 in fresh  # the hazard is there
+    assert counts == [3] * 5

@@ -60,8 +60,10 @@ def batch_invariant(on: bool = True) -> Iterator[None]:
     from that of several (on an AMD EPYC with torch 2.13, 240 of 700 small `bmm` shapes
     gave a lone sample other bits than the same sample in a batch at 2 threads, none at 1),
     and the decoders' products are far too small to gain from more threads. With the
-    OpenMP build the count is per thread; torch also keeps it as the default of threads
-    that first call into torch while the context is open."""
+    OpenMP build the count is per thread, but torch also starts every thread that first
+    calls into it while the context is open (in any thread) on 1 thread: a long-lived
+    worker thread should set its own count when it starts (`torch.set_num_threads`, after
+    one `torch.get_num_threads()`), as the service's compute threads do."""
     token = _ENABLED.set(on)
     threads = torch.get_num_threads()
     single = on and threads != 1
