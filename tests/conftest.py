@@ -1,4 +1,9 @@
 import pytest
+import torch
+
+# torch's thread count in the main thread when the tests start: the one the service's compute
+# threads run on too (backend.batching.PROCESS_THREADS, read when backend is imported)
+TORCH_THREADS = torch.get_num_threads()
 
 
 def pytest_addoption(parser):
@@ -13,6 +18,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts, and leaves, the main thread on TORCH_THREADS. Training and the CLI
+    set torch's thread count (`threads`), and a fixture or test that trained on 1 thread
+    would otherwise leave the test thread on 1 while a service in the same process computes
+    on 2: comparisons of their floats then fail by rounding."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")
