@@ -97,6 +97,8 @@ class Batcher:
                  threads: int | None = None):
         env = os.environ
         self.threads = PROCESS_THREADS if threads is None else threads  # the compute thread's
+        if self.threads < 1:
+            raise ValueError(f"a compute thread needs at least 1 torch thread, got {threads}")
         self.max_batch = max(1, int(env.get("SPARLING_BATCH_MAX", "8"))
                              if max_batch is None else max_batch)
         self.max_wait_s = (float(env.get("SPARLING_BATCH_WAIT_MS", "2")) / 1000

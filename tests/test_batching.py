@@ -371,3 +371,5 @@ def test_a_compute_thread_started_during_an_invariant_decode_runs_on_its_own_cou
             b.close(timeout=10)
     assert 1 in fresh  # the hazard is there
     assert counts == [3] * 5
+    with pytest.raises(ValueError, match="at least 1"):
+        Batcher(_echo([None]), threads=0)
