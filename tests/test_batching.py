@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from helpers import shared_tiny_checkpoint  # noqa: E402
+from helpers import shared_tiny_checkpoint, tiny_config  # noqa: E402
 
 from backend.batching import Batcher  # noqa: E402
 from backend.errors import ResponseTooLarge  # noqa: E402
@@ -341,9 +341,6 @@ def test_a_compute_thread_started_during_an_invariant_decode_runs_on_its_own_cou
 
     from sparling_core.models.sparling import SparlingModel
 
-    sys.path.insert(0, str(pathlib.Path(__file__).parent))
-    from helpers import tiny_config
-
     model = SparlingModel(tiny_config()).eval()
     maps = torch.zeros(2, 10, 100, 100)
     maps[1, 3, 50, 50] = 1.0
@@ -356,13 +353,15 @@ def test_a_compute_thread_started_during_an_invariant_decode_runs_on_its_own_cou
 
     decoder = threading.Thread(target=decode_forever)
     decoder.start()
+    batchers: list[Batcher] = []
     try:
         fresh: list[int] = []
-        for _ in range(20):  # plain new threads mostly start on 1 while it decodes
+        deadline = time.monotonic() + 30
+        while 1 not in fresh and time.monotonic() < deadline:  # plain new threads start
             t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
-            t.start()
+            t.start()                                           # on 1 while it decodes
             t.join()
-        batchers = [Batcher(_echo([None]), name=f"t{i}", threads=3) for i in range(5)]
+        batchers += [Batcher(_echo([None]), name=f"t{i}", threads=3) for i in range(5)]
         counts = [b.call(torch.get_num_threads) for b in batchers]
     finally:
         stop.set()
